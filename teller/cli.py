@@ -1,0 +1,130 @@
+"""`teller`: serve, token, client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+
+from aiohttp import web
+
+from . import __version__, logs
+from .config import ConfigError, load_config
+
+log = logging.getLogger("teller")
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    overrides: dict[str, dict[str, object]] = {}
+    if getattr(args, "host", None):
+        overrides.setdefault("server", {})["host"] = args.host
+    if getattr(args, "port", None):
+        overrides.setdefault("server", {})["port"] = args.port
+    try:
+        return load_config(args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"teller: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from .signaling import create_app
+
+    config = _load(args)
+    logs.configure(config.log.level, config.log.format)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    context = None
+    if config.server.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.server.tls_cert, config.server.tls_key or None)
+    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=context)
+    await site.start()
+    url = config.server.base_url()
+    if config.server.port == 0:
+        port = runner.addresses[0][1]
+        url = url.rsplit(":", 1)[0] + f":{port}"
+    print(f"Teller {__version__} is running at {url}/", flush=True)
+    print(f"  two-person call page: {url}/call   API: {url}/openapi.json", flush=True)
+    print(
+        f"  embedded mode: in-memory state, data in {config.storage.data_dir}; Ctrl-C stops",
+        flush=True,
+    )
+    if config.auth.dev_tokens and config.server.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("auth.dev_tokens is on while listening beyond localhost: anyone can get a token")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+def _token(args: argparse.Namespace) -> None:
+    from .signaling.tokens import Grants, issuer_for
+
+    config = _load(args)
+    grants = None
+    if args.grants is not None:
+        names = {g.strip() for g in args.grants.split(",") if g.strip()}
+        unknown = names - set(Grants.__annotations__)
+        if unknown:
+            print(f"teller: unknown grant(s) {sorted(unknown)}", file=sys.stderr)
+            raise SystemExit(2)
+        grants = Grants(**{name: True for name in names})
+    try:
+        token = issuer_for(config).issue(
+            room=args.room,
+            role=args.role,
+            subject=args.identity,
+            name=args.name,
+            ttl_s=args.ttl or config.auth.default_ttl_s,
+            grants=grants,
+        )
+    except ValueError as exc:
+        print(f"teller: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    print(token)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="teller", description="Teller remote-teller platform")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run everything in one process (embedded mode)")
+    serve.add_argument("--config", help="a TOML file layered over the defaults")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    token = sub.add_parser("token", help="print an access token")
+    token.add_argument("--config")
+    token.add_argument("--room", required=True, help='room name, or "*" with the admin grant')
+    token.add_argument("--role", required=True)
+    token.add_argument("--name")
+    token.add_argument("--identity", help="subject; default: role plus a random suffix")
+    token.add_argument("--ttl", type=int, help="seconds until it expires")
+    token.add_argument("--grants", help="comma-separated: publish,subscribe,data,admin (default: by role)")
+
+    from .client.cli import add_parser as add_client_parser
+
+    add_client_parser(sub)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        asyncio.run(_serve(args))
+    elif args.command == "token":
+        _token(args)
+    elif args.command == "client":
+        from .client.cli import run as run_client
+
+        raise SystemExit(asyncio.run(run_client(args)))
+
+
+if __name__ == "__main__":
+    main()

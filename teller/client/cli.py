@@ -1,0 +1,133 @@
+"""`teller client`: publish a test pattern or a file, watch a participant, send data."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .room import ClientError, RoomClient
+from .sources import TestPatternTrack, ToneTrack, file_tracks
+
+
+def add_parser(sub: Any) -> None:
+    client = sub.add_parser("client", help="join a room from the command line")
+    client.add_argument("--url", default="http://127.0.0.1:7880", help="server base URL")
+    client.add_argument("--token", required=True)
+    actions = client.add_subparsers(dest="action", required=True)
+
+    publish = actions.add_parser("publish", help="publish a test pattern with a tone, or a file")
+    publish.add_argument("--file", help="a media file to play instead of the test pattern")
+    publish.add_argument("--loop", action="store_true", help="loop the file")
+    publish.add_argument("--width", type=int, default=640)
+    publish.add_argument("--height", type=int, default=480)
+    publish.add_argument("--fps", type=int, default=30)
+    publish.add_argument("--video-codec", choices=["VP8", "H264"], default=None)
+    publish.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until interrupted")
+
+    subscribe = actions.add_parser("subscribe", help="receive and decode a participant's tracks")
+    subscribe.add_argument("--participant", help="participant id; default: the first one publishing")
+    subscribe.add_argument("--duration", type=float, default=0)
+
+    data = actions.add_parser("data", help="send a data message, or print those that arrive")
+    data.add_argument("--send", help="JSON payload (or plain text) to send once")
+    data.add_argument("--topic")
+    data.add_argument("--listen", type=float, default=0, help="seconds to print incoming messages")
+
+
+async def run(args: argparse.Namespace) -> int:
+    client = RoomClient(args.url, args.token)
+    try:
+        joined = await client.connect()
+        _print({"event": "joined", "room": joined["room"]["name"], "participant_id": client.participant_id})
+        if args.action == "publish":
+            await _publish(client, args)
+        elif args.action == "subscribe":
+            await _subscribe(client, args)
+        else:
+            await _data(client, args)
+        return 0
+    except ClientError as exc:
+        print(json.dumps({"error": exc.code, "message": exc.message}), file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0
+    finally:
+        await client.leave()
+
+
+def _print(body: dict[str, Any]) -> None:
+    print(json.dumps(body), flush=True)
+
+
+async def _until(client: RoomClient, duration: float) -> None:
+    if duration > 0:
+        try:
+            await asyncio.wait_for(client.closed.wait(), duration)
+        except asyncio.TimeoutError:
+            pass
+    else:
+        await client.closed.wait()
+
+
+async def _publish(client: RoomClient, args: argparse.Namespace) -> None:
+    tracks: list[MediaStreamTrack]
+    if args.file:
+        audio, video = file_tracks(args.file, loop=args.loop)
+        tracks = [t for t in (audio, video) if t is not None]
+    else:
+        tracks = [ToneTrack(), TestPatternTrack(args.width, args.height, args.fps)]
+    publication = await client.publish(tracks, video_codec=args.video_codec)
+    await publication.wait_connected()
+    _print({"event": "publishing", "transport_id": publication.transport_id, "tracks": publication.tracks})
+    await _until(client, args.duration)
+
+
+async def _subscribe(client: RoomClient, args: argparse.Namespace) -> None:
+    target = args.participant
+    if target is None:
+        if not any(p.get("tracks") for p in client.participants.values()):
+            await client.wait_for("track_published", timeout=3600)
+        target = next(pid for pid, p in client.participants.items() if p.get("tracks"))
+    subscription = await client.subscribe(target)
+    counts = {kind: 0 for kind in subscription.tracks}
+    size: dict[str, Any] = {}
+
+    async def pump(kind: str, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                counts[kind] += 1
+                if kind == "video":
+                    size["width"], size["height"] = frame.width, frame.height
+        except MediaStreamError:
+            return
+
+    pumps = [asyncio.create_task(pump(k, t)) for k, t in subscription.tracks.items()]
+    started = time.monotonic()
+    try:
+        while args.duration <= 0 or time.monotonic() - started < args.duration:
+            await asyncio.sleep(1)
+            _print({"event": "stats", "frames": dict(counts), **size})
+            if subscription.ended.is_set() or client.closed.is_set():
+                break
+    finally:
+        for task in pumps:
+            task.cancel()
+
+
+async def _data(client: RoomClient, args: argparse.Namespace) -> None:
+    client.on("data", lambda m: _print({"event": "data", **{k: v for k, v in m.items() if k != "type"}}))
+    if args.send is not None:
+        try:
+            payload: Any = json.loads(args.send)
+        except json.JSONDecodeError:
+            payload = args.send
+        await client.send_data(payload, topic=args.topic)
+    if args.listen:
+        await _until(client, args.listen)

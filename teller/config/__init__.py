@@ -1,0 +1,33 @@
+"""Configuration: default.toml, cluster.example.toml, loading and TELLER_* overrides."""
+
+from .loader import ConfigError, data_dir, load_config
+from .settings import (
+    AuthSettings,
+    Config,
+    IceServer,
+    IceSettings,
+    LogSettings,
+    RoomSettings,
+    ServerSettings,
+    SfuSettings,
+    SignalingSettings,
+    StageSettings,
+    StorageSettings,
+)
+
+__all__ = [
+    "AuthSettings",
+    "Config",
+    "ConfigError",
+    "IceServer",
+    "IceSettings",
+    "LogSettings",
+    "RoomSettings",
+    "ServerSettings",
+    "SfuSettings",
+    "SignalingSettings",
+    "StageSettings",
+    "StorageSettings",
+    "data_dir",
+    "load_config",
+]

@@ -1,0 +1,153 @@
+"""DownTrack: one subscriber's copy of a publication.
+
+Per packet: rewrite SSRC, payload type and sequence number (the timestamp is kept,
+so the publisher's sender reports stay valid), re-map header extensions only when
+the two legs negotiated different ones, encrypt and send. A video DownTrack starts
+on a keyframe; until then it drops packets the subscriber could not decode anyway.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from . import rtcp
+from .rtp import HEADER, ExtensionRewriter, wrap_rtx
+from .transport import NegotiatedMedia
+
+if TYPE_CHECKING:
+    from .track import Publication
+
+
+class DownTrack:
+    def __init__(
+        self,
+        publication: Publication,
+        media: NegotiatedMedia,
+    ) -> None:
+        assert media.codec is not None
+        self.publication = publication
+        self.mid = media.mid
+        self.kind = media.kind
+        self.ssrc = media.local_ssrc
+        self.rtx_ssrc = media.local_rtx_ssrc
+        self.payload_type = media.codec.payloadType
+        self.rtx_payload_type = media.rtx_payload_type
+        self._leg = media.leg
+        source, target = publication.extensions, media.extensions
+        self._rewriter: ExtensionRewriter | None = (
+            None if source.key() == target.key() else ExtensionRewriter(source, target)
+        )
+        self._seq_offset = 0
+        self._max_out_seq = random.randrange(0x8000)
+        self._rtx_seq = random.randrange(0x8000)
+        self._resync = True
+        self._waiting = False
+        self.started = False
+        self.ended = False
+        self.packets = 0
+        self.octets = 0
+        self.retransmits = 0
+        self.remb_bitrate = 0
+        self.remb_at = 0.0
+        self.last_report: rtcp.RtcpReceiverInfo | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The subscriber's DTLS is up: join the fan-out, asking for a keyframe for video."""
+        if self.started or self.ended or self.publication.ended:
+            return
+        self.started = True
+        self._resync = True
+        if self.kind == "video":
+            self._waiting = True
+            self.publication.waiting += 1
+        self.publication.attach(self)
+        if self._waiting:
+            self.publication.request_keyframe()
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        if self._waiting:
+            self._waiting = False
+            self.publication.waiting -= 1
+        self.publication.detach(self)
+
+    def publication_ended(self) -> None:
+        """Called by the publication; tells the subscriber with an RTCP BYE."""
+        if self._waiting:
+            self._waiting = False
+            self.publication.waiting -= 1
+        self.started = False
+        if not self.ended:
+            self.ended = True
+            self._leg.send_rtcp(rtcp.bye([self.ssrc]))
+
+    # -- the per-packet path ------------------------------------------------------------
+
+    def write(self, pkt: bytes, seq: int, ts: int, keyframe: bool) -> None:
+        if self._resync:
+            if self._waiting:
+                if not keyframe:
+                    return
+                self._waiting = False
+                self.publication.waiting -= 1
+            self._resync = False
+            self._seq_offset = (self._max_out_seq + 1 - seq) & 0xFFFF
+        out_seq = (seq + self._seq_offset) & 0xFFFF
+        if ((out_seq - self._max_out_seq) & 0xFFFF) < 0x8000:
+            self._max_out_seq = out_seq
+        self._leg.send_rtp(self._rewrite(pkt, out_seq, ts))
+        self.packets += 1
+        self.octets += len(pkt) - 12
+
+    def _rewrite(self, pkt: bytes, out_seq: int, ts: int) -> bytes:
+        rewriter = self._rewriter
+        if rewriter is None:
+            return HEADER.pack(pkt[0], (pkt[1] & 0x80) | self.payload_type, out_seq, ts, self.ssrc) + pkt[12:]
+        first, middle, offset = rewriter.rewrite(pkt)
+        header = HEADER.pack(first, (pkt[1] & 0x80) | self.payload_type, out_seq, ts, self.ssrc)
+        return header + middle + pkt[offset:]
+
+    # -- feedback from the subscriber ---------------------------------------------------
+
+    def on_nack(self, lost: list[int]) -> None:
+        """Answer from the publication's history, as RTX where the subscriber has it."""
+        if not self.started:
+            return
+        publication = self.publication
+        for out_seq in lost:
+            in_seq = (out_seq - self._seq_offset) & 0xFFFF
+            pkt = publication.history_packet(in_seq)
+            if pkt is None:
+                continue
+            ts = (pkt[4] << 24) | (pkt[5] << 16) | (pkt[6] << 8) | pkt[7]
+            out = self._rewrite(pkt, out_seq, ts)
+            if self.rtx_payload_type is not None:
+                out = wrap_rtx(out, self.rtx_payload_type, self._rtx_seq, self.rtx_ssrc)
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            self._leg.send_rtp(out)
+            self.retransmits += 1
+
+    def on_keyframe_request(self) -> None:
+        self.publication.request_keyframe()
+
+    def on_remb(self, bitrate: int, now: float) -> None:
+        self.remb_bitrate = bitrate
+        self.remb_at = now
+
+    def on_report(self, report: rtcp.RtcpReceiverInfo) -> None:
+        self.last_report = report
+
+    def send_sender_report(self, now: float) -> None:
+        """Our SSRC, the publisher's NTP/RTP mapping (timestamps are not rewritten)."""
+        if not self.started or self.packets == 0:
+            return
+        mapping = self.publication.extrapolated_sr(now)
+        if mapping is None:
+            return
+        ntp, rtp_ts = mapping
+        self._leg.send_rtcp(rtcp.sr(self.ssrc, ntp, rtp_ts, self.packets, self.octets))

@@ -1,0 +1,108 @@
+"""A participant: who joined, what they may do, and the peer connections they hold."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .events import DataReceived, Event
+from .publisher import Publisher
+from .subscription import Subscription
+
+if TYPE_CHECKING:
+    from .room import Room
+
+log = logging.getLogger("teller.sfu.participant")
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: bool = True
+    subscribe: bool = True
+    data: bool = True
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(9)}"
+
+
+class Participant:
+    def __init__(
+        self,
+        *,
+        identity: str,
+        name: str,
+        role: str,
+        permissions: Permissions,
+        kind: str = "websocket",
+        notify: Callable[[Event], None] | None = None,
+        hidden: bool = False,
+    ) -> None:
+        self.id = new_id("PA")
+        self.identity = identity
+        self.name = name
+        self.role = role
+        self.permissions = permissions
+        self.kind = kind
+        self.hidden = hidden
+        self.joined_at = time.time()
+        self.notify = notify
+        self.publishers: dict[str, Publisher] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._data_channels: list[Any] = []
+        self.left = False
+
+    @property
+    def transport_count(self) -> int:
+        return len(self.publishers) + len(self.subscriptions)
+
+    def publications(self) -> list[Any]:
+        return [p for pub in self.publishers.values() for p in pub.publications if not p.ended]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "participant_id": self.id,
+            "identity": self.identity,
+            "name": self.name,
+            "role": self.role,
+            "kind": self.kind,
+            "joined_at": round(self.joined_at, 3),
+            "tracks": [p.info() for p in self.publications()],
+        }
+
+    def send_event(self, event: Event) -> None:
+        if self.notify is not None and not self.left:
+            try:
+                self.notify(event)
+            except Exception:  # a broken client connection must not break the room
+                log.warning("cannot notify participant", exc_info=True)
+
+    # -- data channels --------------------------------------------------------------
+
+    def add_data_channel(self, channel: Any, room: Room) -> None:
+        self._data_channels.append(channel)
+
+        @channel.on("message")
+        def on_message(message: Any) -> None:
+            room.on_data_channel_message(self, channel, message)
+
+        @channel.on("close")
+        def on_close() -> None:
+            if channel in self._data_channels:
+                self._data_channels.remove(channel)
+
+    def deliver_data(self, event: DataReceived) -> None:
+        """Over an open data channel if there is one, else over signalling."""
+        for channel in self._data_channels:
+            if channel.readyState == "open":
+                channel.send(json.dumps(event.to_message(), separators=(",", ":")))
+                return
+        self.send_event(event)
+
+    def drop_data_channels(self) -> None:
+        self._data_channels.clear()

@@ -1,0 +1,109 @@
+"""The stage host: runs the configured stages on every publication they match."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ... import logs
+from ...config import StageSettings
+from .base import FrameStream, Stage, StageContext
+from .frame_counter import FrameCounter
+from .tap import TrackTap
+
+if TYPE_CHECKING:
+    from ..participant import Participant
+    from ..room import Room
+    from ..track import Publication
+
+log = logging.getLogger("teller.sfu.stages")
+
+BUILTIN_STAGES: dict[str, type[Stage]] = {FrameCounter.name: FrameCounter}
+
+
+class UnknownStage(ValueError):
+    pass
+
+
+@dataclass
+class _Attached:
+    tap: TrackTap
+    runs: list[tuple[FrameStream[Any], asyncio.Task[None]]] = field(default_factory=list)
+
+
+class StageHost:
+    def __init__(self, settings: StageSettings, registry: dict[str, type[Stage]] | None = None) -> None:
+        registry = dict(BUILTIN_STAGES if registry is None else registry)
+        unknown = [n for n in settings.enabled if n not in registry]
+        if unknown:
+            raise UnknownStage(f"unknown stage(s) {unknown}; known: {sorted(registry)}")
+        self._settings = settings
+        self._stages = [registry[n] for n in settings.enabled]
+        self._attached: dict[str, _Attached] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def publication_added(self, room: Room, participant: Participant, publication: Publication) -> None:
+        for stage_cls in self._stages:
+            if not stage_cls.spec.matches(publication.kind, participant.role):
+                continue
+            attached = self._attached.get(publication.id)
+            if attached is None:
+                attached = self._attached[publication.id] = _Attached(TrackTap(publication))
+            stream: FrameStream[Any] = FrameStream()
+            attached.tap.add(stream, decoded=stage_cls.spec.form == "decoded")
+            ctx = StageContext(
+                room=room.name,
+                track=publication.info(),
+                participant=participant.info(),
+                options=dict(self._settings.options.get(stage_cls.name, {})),
+                send_data=lambda topic, payload, room=room: self._send(room, topic, payload),
+                request_keyframe=publication.request_keyframe,
+            )
+            with logs.bind(room=room.name, participant=participant.id):
+                task = asyncio.create_task(self._run(stage_cls(), ctx, stream), name=f"stage:{stage_cls.name}")
+            attached.runs.append((stream, task))
+
+    @staticmethod
+    def _send(room: Room, topic: str, payload: Any) -> None:
+        if not room.closed:
+            room.send_data(None, payload, topic, None)
+
+    @staticmethod
+    async def _run(stage: Stage, ctx: StageContext, stream: FrameStream[Any]) -> None:
+        try:
+            await stage.run(ctx, stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("stage failed", extra={"stage": stage.name, "track_id": ctx.track["track_id"]})
+
+    def publication_removed(self, room: Room, publication: Publication) -> None:
+        attached = self._attached.pop(publication.id, None)
+        if attached is not None:
+            task = asyncio.create_task(self._detach(attached))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _detach(self, attached: _Attached) -> None:
+        await attached.tap.close()  # closes every stream: stages see the end and return
+        tasks = [task for _, task in attached.runs]
+        done, pending = await asyncio.wait(tasks, timeout=2.0) if tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "enabled": [s.name for s in self._stages],
+            "taps": len(self._attached),
+            "frames_dropped": sum(s.dropped for a in self._attached.values() for s, _ in a.runs),
+        }
+
+    async def close(self) -> None:
+        attached, self._attached = list(self._attached.values()), {}
+        await asyncio.gather(*(self._detach(a) for a in attached), return_exceptions=True)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -1,0 +1,107 @@
+"""The aiohttp application: signalling, REST, WHIP/WHEP and the embedded pages."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..agent_desk import routes as page_routes
+from ..config import Config
+from ..errors import NotFound, TellerError
+from ..sfu import Node
+from .keys import CONFIG, ISSUER, NODE
+from .openapi import routes as openapi_routes
+from .rest import routes as rest_routes
+from .tokens import TokenIssuer, issuer_for
+from .whip import routes as whip_routes
+from .ws import rtc_handler
+
+log = logging.getLogger("teller.signaling.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(exc: TellerError) -> web.Response:
+    return web.json_response({"error": exc.to_json()}, status=exc.status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except TellerError as exc:
+        log.info(
+            "request refused",
+            extra={"method": request.method, "path": request.path, "status": exc.status, "code": exc.code},
+        )
+        return _error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return _error_response(NotFound("no such endpoint", code="not_found"))
+        if exc.status == 405:
+            return web.json_response(
+                {"error": {"code": "method_not_allowed", "message": "method not allowed"}},
+                status=405,
+                headers={k: v for k, v in exc.headers.items() if k == "Allow"},
+            )
+        if exc.status == 413:
+            return web.json_response(
+                {"error": {"code": "message_too_large", "message": "the request body is too large"}},
+                status=413,
+            )
+        raise
+    except Exception:
+        log.exception("unexpected error", extra={"method": request.method, "path": request.path})
+        return web.json_response({"error": {"code": "internal", "message": "internal error"}}, status=500)
+    if request.path != "/healthz":
+        log.debug(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "ms": round(1000 * (time.monotonic() - started), 1),
+            },
+        )
+    return response
+
+
+def cors_middleware(origins: list[str]):  # type: ignore[no-untyped-def]
+    allow_any = "*" in origins
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        origin = request.headers.get("Origin")
+        if origin and (allow_any or origin in origins):
+            response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
+            if not allow_any:
+                response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+def create_app(config: Config, *, node: Node | None = None, issuer: TokenIssuer | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=256 * 1024,
+        middlewares=[cors_middleware(config.server.cors_origins), errors_middleware],
+    )
+    app[CONFIG] = config
+    app[ISSUER] = issuer or issuer_for(config)
+    app[NODE] = node or Node(config)
+
+    async def close_node(app: web.Application) -> None:
+        await app[NODE].close()
+
+    app.on_shutdown.append(close_node)
+    app.router.add_get("/v1/rtc", rtc_handler)
+    app.add_routes(rest_routes)
+    app.add_routes(whip_routes)
+    app.add_routes(openapi_routes)
+    app.add_routes(page_routes)
+    return app

@@ -1,0 +1,211 @@
+"""The OpenAPI 3.1 document for the HTTP interface, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+
+routes = web.RouteTableDef()
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _ERROR for s in statuses}
+
+
+_ROOM = {"name": "room", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"}}
+_RESOURCE = {"name": "resource", "in": "path", "required": True, "schema": {"type": "string"}}
+_SDP_BODY = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
+_SDP_CREATED = {
+    "description": "The SDP answer; Location names the session resource.",
+    "headers": {
+        "Location": {"schema": {"type": "string"}},
+        "ETag": {"schema": {"type": "string"}},
+        "Link": {"description": "ICE servers (rel=ice-server)", "schema": {"type": "string"}},
+    },
+    "content": {"application/sdp": {"schema": {"type": "string"}}},
+}
+_TRICKLE = {"required": True, "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}}}
+
+
+def document() -> dict[str, Any]:
+    room_schema = {"$ref": "#/components/schemas/Room"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Teller",
+            "version": __version__,
+            "description": "Remote-teller and video contact-centre platform. Signalling over "
+            "WebSocket is described in docs/protocol.md; this document covers HTTP.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string", "examples": ["token_expired", "room_forbidden", "invalid_sdp"]},
+                                "message": {"type": "string"},
+                                "details": {"type": "object"},
+                            },
+                        }
+                    },
+                },
+                "Room": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "sid": {"type": "string"},
+                        "created_at": {"type": "number"},
+                        "max_participants": {"type": "integer"},
+                        "empty_timeout_s": {"type": "number"},
+                        "metadata": {"type": "object"},
+                        "num_participants": {"type": "integer"},
+                        "num_tracks": {"type": "integer"},
+                    },
+                },
+                "Track": {
+                    "type": "object",
+                    "properties": {
+                        "track_id": {"type": "string"},
+                        "participant_id": {"type": "string"},
+                        "kind": {"enum": ["audio", "video"]},
+                        "source": {"type": "string"},
+                        "name": {"type": "string"},
+                        "codec": {"type": "string"},
+                        "mid": {"type": "string"},
+                    },
+                },
+                "Participant": {
+                    "type": "object",
+                    "properties": {
+                        "participant_id": {"type": "string"},
+                        "identity": {"type": "string"},
+                        "name": {"type": "string"},
+                        "role": {"enum": ["customer", "agent", "officer", "reviewer", "supervisor", "compliance", "service"]},
+                        "kind": {"enum": ["websocket", "whip", "whep"]},
+                        "joined_at": {"type": "number"},
+                        "tracks": {"type": "array", "items": {"$ref": "#/components/schemas/Track"}},
+                    },
+                },
+            },
+            "responses": {"Error": _json({"$ref": "#/components/schemas/Error"}, "An error with a machine code")},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
+            "/v1/rtc": {
+                "get": {
+                    "summary": "WebSocket signalling (protocol 1, docs/protocol.md)",
+                    "parameters": [{"name": "access_token", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"101": {"description": "Switching protocols"}},
+                }
+            },
+            "/v1/rooms": {
+                "get": {
+                    "summary": "List rooms (admin grant)",
+                    "responses": {"200": _json({"type": "object", "properties": {"rooms": {"type": "array", "items": room_schema}}}), **_errors(401, 403)},
+                },
+                "post": {
+                    "summary": "Create a room (admin grant for that room or *)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "max_participants": {"type": "integer", "minimum": 1, "maximum": 1000},
+                                        "empty_timeout_s": {"type": "number", "minimum": 0, "maximum": 86400},
+                                        "metadata": {"type": "object"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"201": _json(room_schema, "Created"), **_errors(400, 401, 403, 409, 415)},
+                },
+            },
+            "/v1/rooms/{room}": {
+                "parameters": [_ROOM],
+                "get": {"summary": "Get a room", "responses": {"200": _json(room_schema), **_errors(401, 403, 404)}},
+                "delete": {
+                    "summary": "Close a room; everyone in it is disconnected",
+                    "responses": {"200": _json({"type": "object"}), **_errors(401, 403, 404)},
+                },
+            },
+            "/v1/rooms/{room}/participants": {
+                "parameters": [_ROOM],
+                "get": {
+                    "summary": "List participants",
+                    "responses": {
+                        "200": _json({"type": "object", "properties": {"participants": {"type": "array", "items": {"$ref": "#/components/schemas/Participant"}}}}),
+                        **_errors(401, 403, 404),
+                    },
+                },
+            },
+            "/v1/rooms/{room}/participants/{participant}": {
+                "parameters": [_ROOM, {"name": "participant", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "delete": {"summary": "Remove a participant", "responses": {"200": _json({"type": "object"}), **_errors(401, 403, 404)}},
+            },
+            "/v1/node": {"get": {"summary": "Node load and counters (admin token for room *)", "responses": {"200": _json({"type": "object"}), **_errors(401, 403)}}},
+            "/v1/dev/token": {
+                "post": {
+                    "summary": "A token for the embedded demo page (only when auth.dev_tokens is on)",
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object", "required": ["room"], "properties": {"room": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string"}}}}},
+                    },
+                    "responses": {"200": _json({"type": "object", "properties": {"token": {"type": "string"}}}), **_errors(400, 403, 415)},
+                }
+            },
+            "/whip/{room}": {
+                "parameters": [_ROOM],
+                "post": {
+                    "summary": "WHIP publish (RFC 9725): SDP offer in, SDP answer out",
+                    "requestBody": _SDP_BODY,
+                    "responses": {"201": _SDP_CREATED, **_errors(400, 401, 403, 409, 415, 422)},
+                },
+            },
+            "/whip/{room}/{resource}": {
+                "parameters": [_ROOM, _RESOURCE],
+                "patch": {"summary": "Trickle ICE candidates", "requestBody": _TRICKLE, "responses": {"204": {"description": "Applied"}, **_errors(400, 401, 403, 404, 415)}},
+                "delete": {"summary": "End the publication", "responses": {"200": {"description": "Ended"}, **_errors(401, 403, 404)}},
+            },
+            "/whep/{room}": {
+                "parameters": [_ROOM, {"name": "participant", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Publisher to play; default: the most recent one"}],
+                "post": {
+                    "summary": "WHEP play: SDP offer in, SDP answer out",
+                    "requestBody": _SDP_BODY,
+                    "responses": {"201": _SDP_CREATED, **_errors(400, 401, 403, 404, 415, 422)},
+                },
+            },
+            "/whep/{room}/{resource}": {
+                "parameters": [_ROOM, _RESOURCE],
+                "patch": {"summary": "Trickle ICE candidates", "requestBody": _TRICKLE, "responses": {"204": {"description": "Applied"}, **_errors(400, 401, 403, 404, 415)}},
+                "delete": {"summary": "Stop playing", "responses": {"200": {"description": "Ended"}, **_errors(401, 403, 404)}},
+            },
+            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
+        },
+    }
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())

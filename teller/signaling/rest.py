@@ -1,0 +1,137 @@
+"""REST: rooms and participants for operators and back-office services."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest, Forbidden, UnsupportedMediaType
+from ..sfu import validate_room_name
+from .auth import authenticate
+from .keys import CONFIG, ISSUER, NODE
+from .tokens import ANY_ROOM, ROLES, AccessToken
+
+routes = web.RouteTableDef()
+MAX_METADATA_BYTES = 4096
+
+
+def _admin(request: web.Request, room: str | None = None) -> AccessToken:
+    token = authenticate(request)
+    token.require("admin")
+    if room is not None:
+        token.require_room(room)
+    return token
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("send application/json", code="unsupported_media_type")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_message")
+    return body
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "node_id": request.app[NODE].id})
+
+
+@routes.get("/v1/rooms")
+async def list_rooms(request: web.Request) -> web.Response:
+    token = _admin(request)
+    rooms = [r.info() for r in request.app[NODE].rooms.values() if not r.closed and token.allows_room(r.name)]
+    return web.json_response({"rooms": rooms})
+
+
+@routes.post("/v1/rooms")
+async def create_room(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("name is required", code="invalid_room_name", field="name")
+    _admin(request, name)
+    max_participants = body.get("max_participants")
+    empty_timeout = body.get("empty_timeout_s")
+    metadata = body.get("metadata") or {}
+    if max_participants is not None and (
+        isinstance(max_participants, bool) or not isinstance(max_participants, int) or not 1 <= max_participants <= 1000
+    ):
+        raise BadRequest("max_participants must be 1-1000", code="invalid_message", field="max_participants")
+    if empty_timeout is not None and (
+        isinstance(empty_timeout, bool) or not isinstance(empty_timeout, (int, float)) or not 0 <= empty_timeout <= 86400
+    ):
+        raise BadRequest("empty_timeout_s must be 0-86400", code="invalid_message", field="empty_timeout_s")
+    if not isinstance(metadata, dict) or len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise BadRequest("metadata must be an object under 4 KiB", code="invalid_message", field="metadata")
+    room = await request.app[NODE].create_room(
+        name, max_participants=max_participants, empty_timeout_s=empty_timeout, metadata=metadata
+    )
+    return web.json_response(room.info(), status=201)
+
+
+@routes.get("/v1/rooms/{room}")
+async def get_room(request: web.Request) -> web.Response:
+    name = request.match_info["room"]
+    _admin(request, name)
+    return web.json_response(request.app[NODE].room(name).info())
+
+
+@routes.delete("/v1/rooms/{room}")
+async def close_room(request: web.Request) -> web.Response:
+    name = request.match_info["room"]
+    _admin(request, name)
+    await request.app[NODE].close_room(name, "closed_by_api")
+    return web.json_response({"name": name, "closed": True})
+
+
+@routes.get("/v1/rooms/{room}/participants")
+async def list_participants(request: web.Request) -> web.Response:
+    name = request.match_info["room"]
+    _admin(request, name)
+    room = request.app[NODE].room(name)
+    return web.json_response({"participants": [p.info() for p in room.participants.values()]})
+
+
+@routes.delete("/v1/rooms/{room}/participants/{participant}")
+async def remove_participant(request: web.Request) -> web.Response:
+    name = request.match_info["room"]
+    _admin(request, name)
+    room = request.app[NODE].room(name)
+    participant = room.get(request.match_info["participant"])
+    await room.remove(participant.id, "removed_by_api")
+    return web.json_response({"participant_id": participant.id, "removed": True})
+
+
+@routes.get("/v1/node")
+async def node_stats(request: web.Request) -> web.Response:
+    token = _admin(request)
+    if token.room != ANY_ROOM:
+        raise Forbidden("node statistics need a token for every room", code="room_forbidden")
+    return web.json_response(request.app[NODE].stats())
+
+
+@routes.post("/v1/dev/token")
+async def dev_token(request: web.Request) -> web.Response:
+    """Tokens for the embedded demo page; off unless auth.dev_tokens is true."""
+    config = request.app[CONFIG]
+    if not config.auth.dev_tokens:
+        raise Forbidden("development tokens are disabled", code="dev_tokens_disabled")
+    body = await _json_body(request)
+    room = body.get("room")
+    name = body.get("name") or "guest"
+    role = body.get("role") or "customer"
+    if not isinstance(room, str) or room == ANY_ROOM:
+        raise BadRequest("room is required", code="invalid_room_name", field="room")
+    validate_room_name(room)
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        raise BadRequest("name must be 1-64 characters", code="invalid_message", field="name")
+    if role not in ROLES or role in ("service", "supervisor", "compliance"):
+        raise BadRequest("role must be a caller role", code="invalid_message", field="role")
+    token = request.app[ISSUER].issue(room=room, role=role, name=name, ttl_s=config.auth.default_ttl_s)
+    return web.json_response({"token": token, "room": room, "role": role})
