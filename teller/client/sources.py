@@ -42,6 +42,7 @@ class TestPatternTrack(_Paced):
     """Colour bars moving one step a frame, with a bright block whose position encodes the index."""
 
     kind = "video"
+    __test__ = False  # not a pytest class, despite the name
 
     def __init__(self, width: int = 640, height: int = 480, fps: int = 30) -> None:
         super().__init__(fps)
