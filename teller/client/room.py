@@ -338,6 +338,7 @@ class RoomClient:
         except json.JSONDecodeError:
             return
         if isinstance(body, dict) and "type" in body:
+            body["via"] = "datachannel"
             self._emit(body["type"], body)
 
     # -- leaving --------------------------------------------------------------------------

@@ -147,6 +147,8 @@ class Publication:
         self.stats = ReceiveStats(self.clock_rate)
         self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp ts, arrival)
         self.keyframe_requests = 0
+        self.nacks_sent = 0
+        self.retransmissions_received = 0
         self.waiting = 0
         self._leg: MediaLeg = media.leg
         self._rtcp_ssrc = media.local_ssrc
@@ -190,6 +192,7 @@ class Publication:
             return
         original = unwrap_rtx(pkt, self.payload_type, self.ssrc)
         if original is not None:  # None: a padding-only bandwidth probe
+            self.retransmissions_received += 1
             self.on_rtp(original, now)
 
     def _on_gap(self, seq: int, gap: int) -> None:
@@ -216,6 +219,7 @@ class Publication:
                 self._missing[seq] = tries + 1
                 lost.append(seq)
         if lost:
+            self.nacks_sent += 1
             self._leg.send_rtcp(rtcp.nack(self._rtcp_ssrc, self.ssrc, lost))
             self._nack_timer = self._loop.call_later(NACK_RETRY_S, self._send_nacks)
 

@@ -17,6 +17,7 @@ from .. import logs
 from ..errors import BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from ..sfu import Participant, Room
 from ..sfu.events import Event, TransportClosed
+from ..sfu.negotiation import parse_offer
 from .auth import authorize, permissions
 from .keys import CONFIG, NODE
 
@@ -71,7 +72,10 @@ async def _create(request: web.Request, kind: str) -> web.Response:
     grant = "publish" if kind == "whip" else "subscribe"
     token = authorize(request, room_name, grant)
     offer = await _read_offer(request)
-    room = await request.app[NODE].room_for_join(room_name)
+    parse_offer(offer)  # refuse a bad offer before anything is created
+    node = request.app[NODE]
+    created = room_name not in node.rooms
+    room = await node.room_for_join(room_name)
     holder, notify = _ends_with_transport(room)
     # Re-publishing with the same token replaces the old WHIP session; viewers never collide.
     suffix = kind if kind == "whip" else f"whep-{secrets.token_hex(4)}"
@@ -95,6 +99,8 @@ async def _create(request: web.Request, kind: str) -> web.Response:
                 )
         except BaseException:
             await room.remove(participant.id, "negotiation_failed")
+            if created:
+                await node.close_room_if_empty(room)
             raise
         log.info(f"{kind} session started", extra={"transport": item.id})
     location = f"/{kind}/{room.name}/{participant.id}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -34,6 +35,14 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_POLICY = 4008
 
 
+@dataclass(frozen=True)
+class _Close:
+    """Queued after the last message: the writer closes the socket once it is sent."""
+
+    code: int = 1000
+    reason: str = ""
+
+
 class SignalSession:
     def __init__(self, ws: web.WebSocketResponse, config: Config, node: Node, issuer: TokenIssuer, url_token: str | None) -> None:
         self._ws = ws
@@ -43,7 +52,8 @@ class SignalSession:
         self._url_token = url_token
         self._bucket = TokenBucket(config.signaling.messages_per_second, config.signaling.message_burst)
         self._violations = 0
-        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any] | _Close] = asyncio.Queue()
+        self._closing = False
         self.id = new_id("SS")
         self.token: AccessToken | None = None
         self.room: Room | None = None
@@ -55,7 +65,7 @@ class SignalSession:
             await self._read_loop()
         finally:
             await self._leave("disconnected")
-            self._outbox.put_nowait(None)
+            self.close()
             try:
                 await asyncio.wait_for(writer, 2.0)
             except (asyncio.TimeoutError, ConnectionError):
@@ -64,27 +74,35 @@ class SignalSession:
     # -- I/O ------------------------------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
+        if self._closing:
+            return
         if self._outbox.qsize() >= OUTBOX_LIMIT:
             log.warning("client is not reading its messages; closing")
+            self._closing = True
             asyncio.ensure_future(self._ws.close(code=CLOSE_POLICY, message=b"slow consumer"))
             return
         self._outbox.put_nowait(message)
 
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket after every message queued so far has been sent."""
+        if not self._closing:
+            self._closing = True
+            self._outbox.put_nowait(_Close(code, reason))
+
     def _notify(self, event: Event) -> None:
         self.send(event.to_message())
         if isinstance(event, Removed):
-            self._outbox.put_nowait(None)  # the writer closes the socket after this
+            self.close()
 
     async def _write_loop(self) -> None:
         while True:
-            message = await self._outbox.get()
-            if message is None:
-                break
-            if self._ws.closed:
-                continue
-            await self._ws.send_str(json.dumps(message, separators=(",", ":"), default=str))
-        if not self._ws.closed:
-            await self._ws.close()
+            item = await self._outbox.get()
+            if isinstance(item, _Close):
+                if not self._ws.closed:
+                    await self._ws.close(code=item.code, message=item.reason.encode())
+                return
+            if not self._ws.closed:
+                await self._ws.send_str(json.dumps(item, separators=(",", ":"), default=str))
 
     def _error(self, exc: TellerError, request_id: str | None = None) -> None:
         body = {"type": "error", "status": exc.status, **exc.to_json()}
@@ -98,6 +116,7 @@ class SignalSession:
             first = await asyncio.wait_for(self._ws.receive(), JOIN_TIMEOUT_S)
         except asyncio.TimeoutError:
             self._error(BadRequest("send join first", code="join_timeout"))
+            self.close(CLOSE_POLICY, "join_timeout")
             return
         message = first
         while True:
@@ -111,7 +130,7 @@ class SignalSession:
                 return
             else:  # CLOSE, CLOSING, CLOSED
                 return
-            if self._ws.closed or (self.participant is not None and self.participant.left):
+            if self._closing or self._ws.closed or (self.participant is not None and self.participant.left):
                 return
             message = await self._ws.receive()
 
@@ -132,15 +151,12 @@ class SignalSession:
         except TellerError as exc:
             self._error(exc, request_id)
             if isinstance(exc, (Unauthorized, Forbidden)) and self.participant is None:
-                await self._ws.close(
-                    code=CLOSE_UNAUTHORIZED if isinstance(exc, Unauthorized) else CLOSE_FORBIDDEN,
-                    message=exc.code.encode(),
-                )
+                self.close(CLOSE_UNAUTHORIZED if isinstance(exc, Unauthorized) else CLOSE_FORBIDDEN, exc.code)
                 return
             if isinstance(exc, (RateLimited, PayloadTooLarge, BadRequest)):
                 self._violations += 1
                 if self._violations > self._config.signaling.max_violations:
-                    await self._ws.close(code=CLOSE_POLICY, message=b"too many bad messages")
+                    self.close(CLOSE_POLICY, "too many bad messages")
         except Exception:
             log.exception("unexpected error handling a message")
             self._error(TellerError("internal error", code="internal"), request_id)
