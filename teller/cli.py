@@ -117,7 +117,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        asyncio.run(_serve(args))
+        import os
+        if os.environ.get("TELLER_EXPERIMENT_UVLOOP"):
+            import uvloop
+            uvloop.run(_serve(args))
+        else:
+            asyncio.run(_serve(args))
     elif args.command == "token":
         _token(args)
     elif args.command == "client":

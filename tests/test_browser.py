@@ -143,7 +143,7 @@ async def test_page_and_sdk_client_exchange_media(
     client = RoomClient(server_process.url, server_process.token(room_name, "agent", "Agent Bob"))
     await client.connect()
     try:
-        await client.publish([ToneTrack(), TestPatternTrack(640, 480, 30)])
+        publication = await client.publish([ToneTrack(), TestPatternTrack(640, 480, 30)])
         await wait_for_publisher(client, alice_id)
         assert client.participants[alice_id]["name"] == "Alice"
 
@@ -163,6 +163,14 @@ async def test_page_and_sdk_client_exchange_media(
         assert stats["remote"][client.participant_id]["frameHeight"] == 480
         assert await alice.page.evaluate("window.teller.localParticipantId") == alice_id
         await expect(alice.tile(client.participant_id).locator("figcaption")).to_have_text("Agent Bob")
+
+        # Unpublished: the tile goes. Published again: the page subscribes again.
+        await client.unpublish(publication)
+        await alice.wait(lambda s: client.participant_id not in s["remote"], "dropping the unpublished tracks")
+        await expect(alice.tile(client.participant_id)).to_have_count(0)
+        await client.publish([ToneTrack(), TestPatternTrack(320, 240, 30)])
+        await alice.wait(receiving(client.participant_id, width=320), "media published again")
+        assert "error" not in (await alice.page.get_attribute("#status", "class") or "")
     finally:
         await client.leave()
     # The page drops the tile of a participant who left.

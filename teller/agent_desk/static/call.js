@@ -208,8 +208,15 @@
     transport_closed: (m) => onTransportClosed(m.transport_id, m.reason),
     data: (m) => showData(m),
     left: (m) => { state.leftReason = m.reason; },
-    error: (m) => setStatus(describe(m), true),
+    error: onError,
   };
+
+  // Errors for messages sent without a request_id (data, unsubscribe, ice_candidate).
+  function onError(message) {
+    // An unsubscribe or a late candidate for a transport the server closed meanwhile.
+    if (message.code === "transport_not_found") return;
+    setStatus(describe(message), true);
+  }
 
   function onSocketMessage(event) {
     let message;
