@@ -83,7 +83,7 @@ def _token(args: argparse.Namespace) -> None:
             role=args.role,
             subject=args.identity,
             name=args.name,
-            ttl_s=args.ttl or config.auth.default_ttl_s,
+            ttl_s=config.auth.default_ttl_s if args.ttl is None else args.ttl,
             grants=grants,
         )
     except ValueError as exc:

@@ -116,7 +116,6 @@ def test_token_refusals_exit_2(tmp_path: Path, args: list[str], words: str) -> N
     assert words in result.stderr
 
 
-@pytest.mark.xfail(reason="bug: `--ttl 0` is read as 'no --ttl' (args.ttl or default) and prints a token valid for default_ttl_s", strict=True)
 def test_token_ttl_zero_is_refused(tmp_path: Path) -> None:
     result = token_cmd(write_config(tmp_path), "--room", "r1", "--role", "agent", "--ttl", "0")
     assert result.returncode == 2

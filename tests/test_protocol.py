@@ -210,6 +210,5 @@ def test_request_id_is_checked_before_the_body() -> None:
     assert exc.details == {"field": "request_id"}
 
 
-@pytest.mark.xfail(reason="bug: protocol true compares equal to 1 and is accepted as protocol 1", strict=True)
 def test_boolean_protocol_is_unsupported() -> None:
     assert refused(msg(type="join", protocol=True)).code == "unsupported_protocol"

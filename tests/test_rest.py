@@ -112,7 +112,6 @@ async def test_rest_needs_a_token(http: aiohttp.ClientSession, server: Server) -
     assert error_code(await call(http, server, "GET", "/v1/rooms", headers=headers), 401) == "token_invalid"
 
 
-@pytest.mark.xfail(reason="bug: POST /v1/rooms validates the content type and the name before the token", strict=True)
 @pytest.mark.parametrize(("data", "content_type"), [(b"{}", "application/json"), (b"x", "text/plain")])
 async def test_create_room_authenticates_first(http: aiohttp.ClientSession, server: Server, data: bytes, content_type: str) -> None:
     response = await call(http, server, "POST", "/v1/rooms", data=data, headers={"Content-Type": content_type})

@@ -281,11 +281,6 @@ def test_h264_keyframe_start(payload: bytes, keyframe: bool) -> None:
     assert h264_keyframe_start(pkt, payload_offset(pkt)) is keyframe
 
 
-@pytest.mark.xfail(
-    reason="bug: h264_keyframe_start looks only at the first NAL of a STAP-A, so an IDR access "
-    "unit aggregated behind an AUD/SEI/PPS (GStreamer, x264 aud=1, OBS) is never seen as its start",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "payload",
     [stap_a(AUD, SPS, PPS), stap_a(SEI, SPS, PPS, IDR), stap_a(PPS, IDR)],

@@ -93,7 +93,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
+    origin = typing.get_origin(tp) or (dict if tp is dict else None)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if isinstance(value, _EnvValue):
@@ -106,7 +106,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table")
-        return dict(value)
+        return {k: _convert(dict, v, f"{where}.{k}") if isinstance(v, (_EnvValue, Mapping)) else v for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         return value
     if tp is bool:
@@ -142,7 +142,7 @@ def _parse_env(tp: Any, raw: str, where: str) -> Any:
             return int(raw)
         if tp is float:
             return float(raw)
-        if origin is list or origin is dict or dataclasses.is_dataclass(tp):
+        if origin is list or origin is dict or tp is dict or dataclasses.is_dataclass(tp):
             stripped = raw.strip()
             if stripped.startswith(("[", "{")):
                 return json.loads(stripped)

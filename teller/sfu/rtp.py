@@ -13,6 +13,7 @@ HEADER = struct.Struct("!BBHII")
 SEQ_TS = struct.Struct("!HI")
 U16 = struct.Struct("!H")
 ONE_BYTE_PROFILE = 0xBEDE
+TWO_BYTE_PROFILE = 0x1000
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -72,9 +73,16 @@ def h264_keyframe_start(pkt: bytes, offset: int) -> bool:
     nal = pkt[offset] & 0x1F
     if nal in (5, 7):
         return True
-    if nal == 24:  # STAP-A: look at the first aggregated NAL
-        i = offset + 3
-        return i < n and (pkt[i] & 0x1F) in (5, 7)
+    if nal == 24:  # STAP-A: any aggregated SPS or IDR slice (an AUD or SEI may lead)
+        i = offset + 1
+        while i + 2 < n:
+            size = (pkt[i] << 8) | pkt[i + 1]
+            if size == 0:
+                break
+            if (pkt[i + 2] & 0x1F) in (5, 7):
+                return True
+            i += 2 + size
+        return False
     if nal == 28 and offset + 1 < n:  # FU-A start of an IDR slice
         fu = pkt[offset + 1]
         return bool(fu & 0x80) and (fu & 0x1F) == 5
@@ -176,6 +184,18 @@ class ExtensionRewriter:
                         body.append((new_id << 4) | (b & 0x0F))
                         body += pkt[i + 1 : i + 1 + size]
                     i += 1 + size
+            elif profile & 0xFFF0 == TWO_BYTE_PROFILE:
+                i = start + 4
+                while i + 1 < offset:
+                    ext_id, size = pkt[i], pkt[i + 1]
+                    if ext_id == 0:  # padding
+                        i += 1
+                        continue
+                    new_id = self._map.get(ext_id)
+                    if new_id and 0 < size <= 16:  # re-written in the one-byte form
+                        body.append((new_id << 4) | (size - 1))
+                        body += pkt[i + 2 : i + 2 + size]
+                    i += 2 + size
         csrcs = pkt[12:start]
         if not body:
             return first & 0xEF, csrcs, offset

@@ -138,7 +138,7 @@ def _str_list(body: dict[str, Any], key: str, limit: int = 32) -> list[str] | No
 
 def _join(body: dict[str, Any], rid: str | None) -> Join:
     protocol = body.get("protocol", PROTOCOL_VERSION)
-    if protocol != PROTOCOL_VERSION:
+    if isinstance(protocol, bool) or protocol != PROTOCOL_VERSION:
         raise BadRequest(
             f"this server speaks protocol {PROTOCOL_VERSION}", code="unsupported_protocol", field="protocol"
         )
@@ -146,7 +146,9 @@ def _join(body: dict[str, Any], rid: str | None) -> Join:
 
 
 def _publish(body: dict[str, Any], rid: str | None) -> Publish:
-    tracks = body.get("tracks") or []
+    tracks = body.get("tracks", [])
+    if tracks is None:
+        tracks = []
     if not isinstance(tracks, list) or len(tracks) > 8 or not all(isinstance(t, dict) for t in tracks):
         raise BadRequest("tracks must be a list of objects", code="invalid_message", field="tracks")
     clean = [

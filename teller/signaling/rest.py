@@ -51,14 +51,15 @@ async def list_rooms(request: web.Request) -> web.Response:
 
 @routes.post("/v1/rooms")
 async def create_room(request: web.Request) -> web.Response:
+    token = _admin(request)
     body = await _json_body(request)
     name = body.get("name")
     if not isinstance(name, str):
         raise BadRequest("name is required", code="invalid_room_name", field="name")
-    _admin(request, name)
+    token.require_room(name)
     max_participants = body.get("max_participants")
     empty_timeout = body.get("empty_timeout_s")
-    metadata = body.get("metadata") or {}
+    metadata = body.get("metadata", {})
     if max_participants is not None and (
         isinstance(max_participants, bool) or not isinstance(max_participants, int) or not 1 <= max_participants <= 1000
     ):
