@@ -61,6 +61,7 @@ class SfuSettings:
     video_codecs: list[str] = field(default_factory=lambda: ["VP8", "H264"])
     audio_codecs: list[str] = field(default_factory=lambda: ["opus"])
     keyframe_request_interval_s: float = 0.5
+    keyframe_replay_max_age_s: float = 0.5
     nack_history_packets: int = 1024
     max_publish_bitrate: int = 2_500_000
     rtcp_interval_s: float = 1.0

@@ -48,6 +48,7 @@ class DownTrack:
         self.packets = 0
         self.octets = 0
         self.retransmits = 0
+        self.replayed = 0
         self.remb_bitrate = 0
         self.remb_at = 0.0
         self.last_report: rtcp.RtcpReceiverInfo | None = None
@@ -55,17 +56,29 @@ class DownTrack:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """The subscriber's DTLS is up: join the fan-out, asking for a keyframe for video."""
+        """The subscriber's DTLS is up: join the fan-out, starting video on a keyframe.
+
+        A keyframe that arrived moments ago is replayed from the history at once;
+        otherwise the subscriber waits for the one its keyframe request brings.
+        """
         if self.started or self.ended or self.publication.ended:
             return
+        publication = self.publication
         self.started = True
         self._resync = True
         if self.kind == "video":
             self._waiting = True
-            self.publication.waiting += 1
-        self.publication.attach(self)
+            publication.waiting += 1
+            replay = publication.recent_keyframe()
+            if replay:
+                first = replay[0]
+                self.write(first, (first[2] << 8) | first[3], _ts(first), True)
+                for pkt in replay[1:]:
+                    self.write(pkt, (pkt[2] << 8) | pkt[3], _ts(pkt), False)
+                self.replayed = len(replay)
+        publication.attach(self)
         if self._waiting:
-            self.publication.request_keyframe()
+            publication.request_keyframe()
 
     def stop(self) -> None:
         if not self.started:
@@ -100,7 +113,11 @@ class DownTrack:
         out_seq = (seq + self._seq_offset) & 0xFFFF
         if ((out_seq - self._max_out_seq) & 0xFFFF) < 0x8000:
             self._max_out_seq = out_seq
-        self._leg.send_rtp(self._rewrite(pkt, out_seq, ts))
+        if self._rewriter is None:
+            out = HEADER.pack(pkt[0], (pkt[1] & 0x80) | self.payload_type, out_seq, ts, self.ssrc) + pkt[12:]
+        else:
+            out = self._rewrite(pkt, out_seq, ts)
+        self._leg.send_rtp(out)
         self.packets += 1
         self.octets += len(pkt) - 12
 
@@ -124,8 +141,7 @@ class DownTrack:
             pkt = publication.history_packet(in_seq)
             if pkt is None:
                 continue
-            ts = (pkt[4] << 24) | (pkt[5] << 16) | (pkt[6] << 8) | pkt[7]
-            out = self._rewrite(pkt, out_seq, ts)
+            out = self._rewrite(pkt, out_seq, _ts(pkt))
             if self.rtx_payload_type is not None:
                 out = wrap_rtx(out, self.rtx_payload_type, self._rtx_seq, self.rtx_ssrc)
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -151,3 +167,7 @@ class DownTrack:
             return
         ntp, rtp_ts = mapping
         self._leg.send_rtcp(rtcp.sr(self.ssrc, ntp, rtp_ts, self.packets, self.octets))
+
+
+def _ts(pkt: bytes) -> int:
+    return (pkt[4] << 24) | (pkt[5] << 16) | (pkt[6] << 8) | pkt[7]

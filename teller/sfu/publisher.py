@@ -42,6 +42,7 @@ class Publisher:
                 history_packets=settings.nack_history_packets,
                 keyframe_interval_s=settings.keyframe_request_interval_s,
                 max_bitrate=settings.max_publish_bitrate,
+                replay_max_age_s=settings.keyframe_replay_max_age_s,
             )
             self.publications.append(publication)
             if publication.ssrc is not None:

@@ -223,6 +223,10 @@ class Room:
             raise NotFound("the track ended while subscribing", code="track_not_found")
         subscription = Subscription(participant.id, transport, bindings, self._subscription_done)
         participant.subscriptions[transport.id] = subscription
+        for publication in bindings.values():
+            # Ask now, not once DTLS is up: the keyframe is then usually in the history
+            # by the time the subscriber can take it.
+            publication.request_keyframe()
         transport.on_closed = lambda reason: self._subscription_closed(participant, subscription, reason)
         transport.on_datachannel = lambda channel: participant.add_data_channel(channel, self)
         self._watch_connect(transport)

@@ -127,6 +127,7 @@ class Publication:
         history_packets: int,
         keyframe_interval_s: float,
         max_bitrate: int,
+        replay_max_age_s: float = 0.0,
     ) -> None:
         assert media.codec is not None
         self.id = f"TR_{next(_ids):x}{int(time.time() * 1000) % 0xFFFFFF:06x}"
@@ -157,6 +158,9 @@ class Publication:
         self._taps: list[Callable[[bytes], None]] = []
         self._keyframe_start = keyframe_detector(self.mime_type) if self.kind == "video" else None
         self._keyframe_interval = keyframe_interval_s
+        self._replay_max_age = replay_max_age_s
+        self.last_keyframe_seq: int | None = None
+        self.last_keyframe_at = -1e9
         self._last_keyframe_request = -1e9
         self._keyframe_timer: asyncio.TimerHandle | None = None
         self._max_bitrate = max_bitrate
@@ -174,13 +178,16 @@ class Publication:
         ts = (pkt[4] << 24) | (pkt[5] << 16) | (pkt[6] << 8) | pkt[7]
         gap = self.stats.update(seq, ts, now, len(pkt))
         history = self._history
+        keyframe = False
         if history is not None:
             history[seq & self._history_mask] = pkt
             if gap:
                 self._on_gap(seq, gap)
-        keyframe = False
-        if self.waiting and self._keyframe_start is not None:
-            keyframe = self._keyframe_start(pkt, payload_offset(pkt))
+            if self._keyframe_start is not None and self._keyframe_start(pkt, payload_offset(pkt)):
+                keyframe = True
+                if gap >= 0:  # not a late retransmission of an older keyframe
+                    self.last_keyframe_seq = seq
+                    self.last_keyframe_at = now
         for downtrack in self._downtracks:
             downtrack.write(pkt, seq, ts, keyframe)
         if self._taps:
@@ -222,6 +229,28 @@ class Publication:
             self.nacks_sent += 1
             self._leg.send_rtcp(rtcp.nack(self._rtcp_ssrc, self.ssrc, lost))
             self._nack_timer = self._loop.call_later(NACK_RETRY_S, self._send_nacks)
+
+    def recent_keyframe(self) -> list[bytes] | None:
+        """Every packet from the latest keyframe on, if it is recent and all are held.
+
+        A subscriber that starts with these shows video at once instead of waiting for
+        the keyframe its request will bring; the age limit bounds the catch-up burst.
+        """
+        start = self.last_keyframe_seq
+        if start is None or self._history is None or self.stats.max_seq < 0:
+            return None
+        if self._loop.time() - self.last_keyframe_at > self._replay_max_age:
+            return None
+        count = ((self.stats.max_seq - start) & 0xFFFF) + 1
+        if count > len(self._history) // 2:
+            return None
+        packets = []
+        for i in range(count):
+            pkt = self.history_packet((start + i) & 0xFFFF)
+            if pkt is None:
+                return None
+            packets.append(pkt)
+        return packets
 
     def history_packet(self, seq: int) -> bytes | None:
         if self._history is None:

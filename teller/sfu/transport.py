@@ -41,13 +41,14 @@ class MediaLeg:
         self._owner = owner
         self._rx: pylibsrtp.Session | None = None
         self._tx: pylibsrtp.Session | None = None
-        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._sendto: Callable[[bytes, Any], Any] | None = None
         self._addr: Any = None
         self._loop = asyncio.get_running_loop()
         self.packets_in = 0
         self.packets_out = 0
         self.bytes_out = 0
         self.unprotect_errors = 0
+        self.send_errors = 0
 
     @property
     def active(self) -> bool:
@@ -79,7 +80,11 @@ class MediaLeg:
         pair = self._dtls.transport._connection._nominated.get(1)
         if pair is None:
             return False
-        self._sendto = pair.protocol.transport.sendto
+        transport = pair.protocol.transport
+        # The socket itself: asyncio's transport.sendto adds checks and buffering that
+        # UDP media does not want (a datagram the kernel refuses is dropped, not queued).
+        sock = getattr(transport, "_sock", None)
+        self._sendto = sock.sendto if sock is not None else transport.sendto
         self._addr = pair.remote_addr
         self._tx = self._dtls._tx_srtp
         self._rx = self._dtls._rx_srtp
@@ -91,12 +96,11 @@ class MediaLeg:
 
     def _on_srtp(self, data: bytes) -> None:
         self.packets_in += 1
-        now = self._loop.time()
         try:
             if 192 <= data[1] <= 223:
-                self._owner.handle_rtcp(self, self._rx.unprotect_rtcp(data))  # type: ignore[union-attr]
+                self._owner.on_rtcp(self, self._rx.unprotect_rtcp(data))  # type: ignore[union-attr]
             else:
-                self._owner.handle_rtp(self, self._rx.unprotect(data), now)  # type: ignore[union-attr]
+                self._owner.on_rtp(self, self._rx.unprotect(data), self._loop.time())  # type: ignore[union-attr]
         except pylibsrtp.Error:
             self.unprotect_errors += 1
 
@@ -105,7 +109,11 @@ class MediaLeg:
         if tx is None:
             return
         data = tx.protect(packet)
-        self._sendto(data, self._addr)  # type: ignore[misc]
+        try:
+            self._sendto(data, self._addr)  # type: ignore[misc]
+        except OSError:  # a full socket buffer or a vanished route: the datagram is lost
+            self.send_errors += 1
+            return
         self.packets_out += 1
         self.bytes_out += len(data)
 
@@ -117,6 +125,8 @@ class MediaLeg:
             self._sendto(tx.protect_rtcp(packet), self._addr)  # type: ignore[misc]
         except pylibsrtp.Error:
             log.debug("cannot protect RTCP", exc_info=True)
+        except OSError:
+            self.send_errors += 1
 
 
 @dataclass
@@ -271,14 +281,6 @@ class PeerTransport:
             await self.pc.addIceCandidate(parsed)
         except (ValueError, KeyError, AttributeError) as exc:
             raise BadRequest(str(exc) or "the ICE candidate was refused", code="invalid_candidate") from exc
-
-    # -- the fast path hands packets here ----------------------------------------------
-
-    def handle_rtp(self, leg: MediaLeg, packet: bytes, now: float) -> None:
-        self.on_rtp(leg, packet, now)
-
-    def handle_rtcp(self, leg: MediaLeg, packet: bytes) -> None:
-        self.on_rtcp(leg, packet)
 
     # -- lifecycle -----------------------------------------------------------------
 
