@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from loadtests.media import (  # noqa: E402
     count_frames,
     encode_audio,
     encode_video,
+    measure_window,
+    percentile,
 )
 from teller.client import RoomClient  # noqa: E402
 from teller.signaling.tokens import TokenIssuer  # noqa: E402
@@ -53,14 +54,6 @@ def cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue  # a thread that just ended
     return total / 1e9
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # -- roles run as child processes -------------------------------------------------------
@@ -104,40 +97,7 @@ async def run_subscribers(url: str, tokens: list[str], duration: float, warmup: 
         for client in clients:
             await join_one(client)
             await asyncio.sleep(0.25)
-    deadline = time.monotonic() + 10
-    while any(c.first_keyframe_at is None for c in counters):
-        if time.monotonic() > deadline:
-            raise SystemExit("a subscriber never received a keyframe")
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(warmup)
-    start = time.monotonic()
-    print(json.dumps({"event": "window_start"}), flush=True)
-    await asyncio.sleep(duration)
-    end = time.monotonic()
-    print(json.dumps({"event": "window_end"}), flush=True)
-    ratios, gaps, audio = [], [], []
-    for counter in counters:
-        frames = [(t, ts) for t, ts in counter.frames if start <= t <= end]
-        if len(frames) < 2:
-            ratios.append(0.0)
-            continue
-        stamps = sorted({ts for _, ts in frames})
-        expected = ((stamps[-1] - stamps[0]) & 0xFFFFFFFF) // 3000 + 1
-        ratios.append(len(stamps) / expected)
-        gaps += [1000 * (b[0] - a[0]) for a, b in zip(frames, frames[1:])]
-    joins = [1000 * (c.first_keyframe_at - c.joined_at) for c in counters]  # type: ignore[operator]
-    print(
-        json.dumps(
-            {
-                "event": "result",
-                "delivery_min": min(ratios),
-                "delivery_mean": statistics.fmean(ratios),
-                "frame_gap_p99_ms": percentile(gaps, 99),
-                "join_ms": joins,
-            }
-        ),
-        flush=True,
-    )
+    await measure_window(counters, duration, warmup)
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 

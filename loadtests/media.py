@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,3 +158,48 @@ def count_frames(receiver: Any, counter: FrameCounter, kind: str) -> None:
             counter.audio_packets += 1
 
     receiver._handle_rtp_packet = handle
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def measure_window(counters: list[FrameCounter], duration: float, warmup: float) -> None:
+    """Once every subscriber shows video: warm up, measure, print the result as JSON.
+
+    The orchestrator reads the server's CPU time at `window_start` and `window_end`.
+    """
+    deadline = time.monotonic() + 10
+    while any(c.first_keyframe_at is None for c in counters):
+        if time.monotonic() > deadline:
+            raise SystemExit("a subscriber never received a keyframe")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(warmup)
+    start = time.monotonic()
+    print(json.dumps({"event": "window_start"}), flush=True)
+    await asyncio.sleep(duration)
+    end = time.monotonic()
+    print(json.dumps({"event": "window_end"}), flush=True)
+    ratios, gaps = [], []
+    for counter in counters:
+        frames = [(t, ts) for t, ts in counter.frames if start <= t <= end]
+        if len(frames) < 2:
+            ratios.append(0.0)
+            continue
+        stamps = sorted({ts for _, ts in frames})
+        expected = ((stamps[-1] - stamps[0]) & 0xFFFFFFFF) // 3000 + 1
+        ratios.append(len(stamps) / expected)
+        gaps += [1000 * (b[0] - a[0]) for a, b in zip(frames, frames[1:])]
+    result = {
+        "event": "result",
+        "delivery_min": min(ratios),
+        "delivery_mean": statistics.fmean(ratios),
+        "frame_gap_p99_ms": percentile(gaps, 99),
+        "join_ms": [1000 * (c.first_keyframe_at - c.joined_at) for c in counters],  # type: ignore[operator]
+        "audio_packets_min": min(c.audio_packets for c in counters),
+    }
+    print(json.dumps(result), flush=True)

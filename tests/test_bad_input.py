@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,3 +275,21 @@ async def test_rest_requires_admin(server: Server, call: Call) -> None:
     assert (status, body["error"]["code"]) == (400, "invalid_json")
     assert CALL_ROOM in server.node.rooms
     await call.assert_flowing()
+
+
+async def test_a_socket_that_never_joins_is_closed(tmp_path) -> None:
+    from .conftest import start_in_process
+
+    srv, runner = await start_in_process(tmp_path, signaling={"join_timeout_s": 0.5})
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"{srv.url.replace('http', 'ws')}/v1/rtc") as ws:
+                await ws.send_str(json.dumps({"type": "ping"}))
+                first = json.loads((await ws.receive(timeout=5)).data)
+                assert first["code"] == "not_joined"
+                second = json.loads((await ws.receive(timeout=5)).data)
+                assert (second["code"], second["status"]) == ("join_timeout", 400)
+                closing = await ws.receive(timeout=5)
+                assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 4008)
+    finally:
+        await runner.cleanup()

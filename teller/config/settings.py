@@ -50,6 +50,7 @@ class SignalingSettings:
     data_max_bytes: int = 16384
     max_transports: int = 16
     connect_timeout_s: float = 20.0
+    join_timeout_s: float = 10.0
 
 
 @dataclass

@@ -29,15 +29,15 @@ def needs_custom_gathering(settings: SfuSettings) -> bool:
 
 def install(connection: aioice_ice.Connection, settings: SfuSettings) -> None:
     """Make `connection` gather host candidates on the configured addresses and ports."""
-    addresses = list(settings.bind_addresses)
+    configured = list(settings.bind_addresses)
     low, high = settings.udp_port_min, settings.udp_port_max
 
     async def get_component_candidates(
-        self: aioice_ice.Connection, component: int, addresses_: list[str], timeout: int = 5
+        self: aioice_ice.Connection, component: int, addresses: list[str], timeout: int = 5
     ) -> list[Candidate]:
         loop = asyncio.get_running_loop()
         candidates: list[Candidate] = []
-        for address in addresses or addresses_:
+        for address in configured or addresses:
             transport, protocol = await _bind(loop, self, address, low, high)
             sock = transport.get_extra_info("socket")
             if sock is not None:

@@ -28,7 +28,6 @@ from .tokens import ANY_ROOM, AccessToken, TokenIssuer
 
 log = logging.getLogger("teller.signaling.ws")
 
-JOIN_TIMEOUT_S = 10.0
 OUTBOX_LIMIT = 1000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -112,27 +111,30 @@ class SignalSession:
 
     async def _read_loop(self) -> None:
         limit = self._config.signaling.max_message_bytes
-        try:
-            first = await asyncio.wait_for(self._ws.receive(), JOIN_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            self._error(BadRequest("send join first", code="join_timeout"))
-            self.close(CLOSE_POLICY, "join_timeout")
-            return
-        message = first
+        join_by = asyncio.get_running_loop().time() + self._config.signaling.join_timeout_s
         while True:
+            timeout = None
+            if self.participant is None:
+                timeout = join_by - asyncio.get_running_loop().time()
+            try:
+                if timeout is not None and timeout <= 0:
+                    raise asyncio.TimeoutError
+                message = await self._ws.receive(timeout=timeout)
+            except asyncio.TimeoutError:
+                self._error(BadRequest("join right after connecting", code="join_timeout"))
+                self.close(CLOSE_POLICY, "join_timeout")
+                return
             if message.type == WSMsgType.TEXT:
                 await self._on_text(message.data, limit)
             elif message.type == WSMsgType.BINARY:
                 self._error(BadRequest("messages are JSON text", code="invalid_message"))
             elif message.type == WSMsgType.ERROR:
-                exc = self._ws.exception()
-                log.info("websocket error", extra={"error": str(exc)})
+                log.info("websocket error", extra={"error": str(self._ws.exception())})
                 return
             else:  # CLOSE, CLOSING, CLOSED
                 return
             if self._closing or self._ws.closed or (self.participant is not None and self.participant.left):
                 return
-            message = await self._ws.receive()
 
     async def _on_text(self, data: str, limit: int) -> None:
         request_id = None
