@@ -284,7 +284,7 @@ async def test_a_socket_that_never_joins_is_closed(tmp_path) -> None:
     try:
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(f"{srv.url.replace('http', 'ws')}/v1/rtc") as ws:
-                await ws.send_str(json.dumps({"type": "ping"}))
+                await ws.send_str(json.dumps({"type": "data", "payload": 1}))
                 first = json.loads((await ws.receive(timeout=5)).data)
                 assert first["code"] == "not_joined"
                 second = json.loads((await ws.receive(timeout=5)).data)
