@@ -44,18 +44,20 @@ async def test_two_clients_exchange_audio_and_video(server_process: Server, room
         await b.leave()
 
 
-async def test_forwarding_builds_no_decoder_or_encoder(server_process: Server, room_name: str) -> None:
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_forwarding_builds_no_decoder_or_encoder(server_process: Server, room_name: str, codec: str) -> None:
     """A 1:1 call and a 1->5 fan-out: the server process constructs no codec at all."""
     before = server_process.node_stats()["codecs"]
     publisher = RoomClient(server_process.url, server_process.token(room_name, "agent", "host"))
     await publisher.connect()
     viewers = [RoomClient(server_process.url, server_process.token(room_name, "customer", f"v{i}")) for i in range(5)]
     try:
-        await publisher.publish([ToneTrack(), TestPatternTrack(320, 240, 30)])
+        publication = await publisher.publish([ToneTrack(), TestPatternTrack(320, 240, 30)], video_codec=codec)
+        assert {t["codec"] for t in publication.tracks} == {"audio/opus", f"video/{codec}"}
         for viewer in viewers:
             await viewer.connect()
         # 1:1 first: one viewer publishes back, and each side decodes the other.
-        await viewers[0].publish([ToneTrack(), TestPatternTrack(320, 240, 30)])
+        await viewers[0].publish([ToneTrack(), TestPatternTrack(320, 240, 30)], video_codec=codec)
         back = await publisher.subscribe(viewers[0].participant_id)
         subscriptions = [await v.subscribe(publisher.participant_id) for v in viewers]
         results = await asyncio.gather(
