@@ -36,7 +36,7 @@ from loadtests.media import (  # noqa: E402
     encode_audio,
     encode_video,
     measure_window,
-    percentile,
+    report,
 )
 from teller.client import RoomClient  # noqa: E402
 from teller.signaling.tokens import TokenIssuer  # noqa: E402
@@ -177,22 +177,8 @@ def bench_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         result = subscribers.read_event("result")
         if profiler is not None:
             profiler.wait(30)
-        stream_seconds = n * (t1 - t0)
-        return {
-            "subscribers": n,
-            "join": args.join,
-            "window_s": round(t1 - t0, 2),
-            "publisher_video_kbps": round(published["video_bps"] / 1000),
-            "server_cpu_ms_per_stream_s": round(1000 * (cpu1 - cpu0) / stream_seconds, 2),
-            "server_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
-            "video_delivery_ratio_min": round(result["delivery_min"], 4),
-            "video_delivery_ratio_mean": round(result["delivery_mean"], 4),
-            "frame_gap_p99_ms": round(result["frame_gap_p99_ms"], 1),
-            "join_to_first_frame_ms": {
-                "p50": round(percentile(result["join_ms"], 50), 1),
-                "p95": round(percentile(result["join_ms"], 95), 1),
-            },
-        }
+        line = report(n, args.join, published["video_bps"], cpu1 - cpu0, t1 - t0, result)
+        return line
     finally:
         for child in reversed(children):
             child.stop()

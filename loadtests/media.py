@@ -203,3 +203,22 @@ async def measure_window(counters: list[FrameCounter], duration: float, warmup: 
         "audio_packets_min": min(c.audio_packets for c in counters),
     }
     print(json.dumps(result), flush=True)
+
+
+def report(n: int, join: str, video_bps: float, cpu_s: float, window_s: float, result: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark line: the server's CPU over the window, and what subscribers saw."""
+    return {
+        "subscribers": n,
+        "join": join,
+        "window_s": round(window_s, 2),
+        "publisher_video_kbps": round(video_bps / 1000),
+        "server_cpu_ms_per_stream_s": round(1000 * cpu_s / (n * window_s), 2),
+        "server_cpu_percent": round(100 * cpu_s / window_s, 1),
+        "video_delivery_ratio_min": round(result["delivery_min"], 4),
+        "video_delivery_ratio_mean": round(result["delivery_mean"], 4),
+        "frame_gap_p99_ms": round(result["frame_gap_p99_ms"], 1),
+        "join_to_first_frame_ms": {
+            "p50": round(percentile(result["join_ms"], 50), 1),
+            "p95": round(percentile(result["join_ms"], 95), 1),
+        },
+    }
