@@ -58,3 +58,39 @@ async def test_unknown_stage_is_a_startup_error(tmp_path) -> None:
 
     with pytest.raises(UnknownStage):
         await start_in_process(tmp_path, stages={"enabled": ["no_such_stage"]})
+
+
+async def test_encoded_stage_gets_assembled_frames_without_a_decoder(server, room_name: str) -> None:
+    """A stage that wants encoded frames gets whole frames, keyframes marked, and no decoder runs."""
+    from teller.config import StageSettings
+    from teller.sfu.stages import FrameStream, Stage, StageContext, StageHost, StageSpec
+
+    seen: list = []
+
+    class KeyframeProbe(Stage):
+        name = "keyframe_probe"
+        spec = StageSpec(kinds=frozenset({"video"}), form="encoded", roles=frozenset({"officer"}))
+
+        async def run(self, ctx: StageContext, frames: FrameStream) -> None:
+            async for frame in frames:
+                seen.append(frame)
+
+    server.node.stages = StageHost(StageSettings(enabled=["keyframe_probe"]), registry={"keyframe_probe": KeyframeProbe})
+    officer = RoomClient(server.url, server.token(room_name, "officer", "cam"))
+    agent = RoomClient(server.url, server.token(room_name, "agent", "agent"))
+    await officer.connect()
+    await agent.connect()
+    try:
+        await agent.publish([TestPatternTrack(160, 120, 15)])  # not an officer: no stage
+        await officer.publish([TestPatternTrack(320, 240, 30)])
+        await wait_until(lambda: len(seen) >= 30, timeout=10)
+        assert seen[0].keyframe and seen[0].mime_type == "video/VP8"
+        assert all(f.kind == "video" and f.data for f in seen)
+        stamps = [f.timestamp for f in seen[:30]]
+        assert stamps == sorted(stamps) and len(set(stamps)) == 30
+        stats = server.node.stats()
+        assert stats["stages"]["taps"] == 1
+        assert stats["codecs"]["decoders_active"] == 0
+    finally:
+        await officer.leave()
+        await agent.leave()

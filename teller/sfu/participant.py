@@ -41,7 +41,6 @@ class Participant:
         permissions: Permissions,
         kind: str = "websocket",
         notify: Callable[[Event], None] | None = None,
-        hidden: bool = False,
     ) -> None:
         self.id = new_id("PA")
         self.identity = identity
@@ -49,7 +48,6 @@ class Participant:
         self.role = role
         self.permissions = permissions
         self.kind = kind
-        self.hidden = hidden
         self.joined_at = time.time()
         self.notify = notify
         self.publishers: dict[str, Publisher] = {}

@@ -89,8 +89,7 @@ class Room:
         if self._empty_timer is not None:
             self._empty_timer.cancel()
             self._empty_timer = None
-        if not participant.hidden:
-            self.broadcast(ParticipantJoined(participant.info()), exclude=participant)
+        self.broadcast(ParticipantJoined(participant.info()), exclude=participant)
         log.info("participant joined", extra={"participant": participant.id, "identity": participant.identity})
 
     async def remove(self, participant_id: str, reason: str) -> None:
@@ -104,8 +103,7 @@ class Room:
         transports = [p.transport for p in participant.publishers.values()]
         transports += [s.transport for s in participant.subscriptions.values()]
         await asyncio.gather(*(t.close(reason) for t in transports), return_exceptions=True)
-        if not participant.hidden:
-            self.broadcast(ParticipantLeft(participant.id, reason))
+        self.broadcast(ParticipantLeft(participant.id, reason))
         log.info("participant left", extra={"participant": participant.id, "reason": reason})
         self._arm_empty_timer()
 
@@ -155,8 +153,7 @@ class Room:
         for publication in publisher.publications:
             self.publications[publication.id] = publication
             publication.on_ended.append(self._publication_ended)
-            if not participant.hidden:
-                self.broadcast(TrackPublished(participant.id, publication.info()), exclude=participant)
+            self.broadcast(TrackPublished(participant.id, publication.info()), exclude=participant)
             self.node.stages.publication_added(self, participant, publication)
         return publisher, answer
 
@@ -169,9 +166,7 @@ class Room:
     def _publication_ended(self, publication: Publication) -> None:
         self.publications.pop(publication.id, None)
         self.node.stages.publication_removed(self, publication)
-        participant = self.participants.get(publication.participant_id)
-        if participant is None or not participant.hidden:
-            self.broadcast(TrackUnpublished(publication.participant_id, publication.id))
+        self.broadcast(TrackUnpublished(publication.participant_id, publication.id))
 
     # -- subscribing --------------------------------------------------------------------
 
@@ -408,6 +403,6 @@ class Room:
             "max_participants": self.max_participants,
             "empty_timeout_s": self.empty_timeout_s,
             "metadata": self.metadata,
-            "num_participants": sum(1 for p in self.participants.values() if not p.hidden),
+            "num_participants": len(self.participants),
             "num_tracks": len(self.publications),
         }

@@ -50,10 +50,6 @@ class MediaLeg:
         self.unprotect_errors = 0
         self.send_errors = 0
 
-    @property
-    def active(self) -> bool:
-        return self._tx is not None
-
     def hook(self) -> None:
         """Put the SRTP fast path in front of aioice on every socket of this transport."""
         connection = self._dtls.transport._connection
@@ -171,7 +167,6 @@ class PeerTransport:
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task[None] | None = None
         self.close_reason = ""
-        self.connected = asyncio.Event()
         self.has_data_channel = False
         # Set by the owner (publisher or subscriber side).
         self.on_rtp: Callable[[MediaLeg, bytes, float], None] = lambda leg, pkt, now: None
@@ -290,17 +285,9 @@ class PeerTransport:
             for leg in self._legs.values():
                 leg.activate()
             self.state = "connected"
-            self.connected.set()
             self.on_connected()
         elif state in ("failed", "closed") and self.state not in ("closed", "failed"):
             self.close_soon("ice_failed" if state == "failed" else "closed")
-
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self.connected.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
 
     def close_soon(self, reason: str) -> None:
         if self._close_task is None:
@@ -320,7 +307,6 @@ class PeerTransport:
             log.warning("error while closing a peer connection", exc_info=True)
         self._legs.clear()
         self.media.clear()
-        self.connected.clear()
         self._closed.set()
         callback, self.on_closed = self.on_closed, lambda reason: None
         self.on_rtp = lambda leg, pkt, now: None

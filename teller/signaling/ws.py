@@ -248,7 +248,7 @@ class SignalSession:
                 "room": room.info(),
                 "participant": participant.info(),
                 "participants": [
-                    p.info() for p in room.participants.values() if p is not participant and not p.hidden
+                    p.info() for p in room.participants.values() if p is not participant
                 ],
                 "ice_servers": [s.to_json() for s in self._config.ice.servers],
                 "expires_at": token.expires_at,
