@@ -44,8 +44,13 @@ ensure_venv() {
   fi
   local stamp="$VENV/.teller-installed-$extras"
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
+    echo "installing Teller and its Python packages into $VENV ..." >&2
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+           "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"; } >"$VENV/install.log" 2>&1; then
+      cat "$VENV/install.log" >&2
+      echo "installation failed; the log is in $VENV/install.log" >&2
+      exit 1
+    fi
     touch "$stamp"
   fi
 }
