@@ -18,8 +18,8 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from teller.client.sources import PacedTrack
 from teller.sfu.rtp import vp8_keyframe_start
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
@@ -80,19 +80,16 @@ def encode_audio(seconds: float = 1.0) -> list[bytes]:
     return out
 
 
-class PreEncodedTrack(MediaStreamTrack):
+class PreEncodedTrack(PacedTrack):
     """Loops pre-encoded packets in real time; a keyframe request restarts the loop."""
 
     def __init__(self, kind: str, packets: list[bytes], rate: float, step: int, time_base: fractions.Fraction) -> None:
-        super().__init__()
+        super().__init__(rate)
         self.kind = kind
         self._packets = packets
-        self._period = 1.0 / rate
         self._step = step
         self._time_base = time_base
         self._index = 0
-        self._sent = 0
-        self._start: float | None = None
         self.keyframes_forced = 0
 
     def request_keyframe(self) -> None:
@@ -101,18 +98,11 @@ class PreEncodedTrack(MediaStreamTrack):
             self.keyframes_forced += 1
 
     async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._sent * self._period - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        slot = await self._next_slot()
         packet = av.Packet(self._packets[self._index])
-        packet.pts = self._sent * self._step
+        packet.pts = slot * self._step
         packet.time_base = self._time_base
         self._index = (self._index + 1) % len(self._packets)
-        self._sent += 1
         return packet
 
 

@@ -16,7 +16,7 @@ VIDEO_CLOCK = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
 
-class _Paced(MediaStreamTrack):
+class PacedTrack(MediaStreamTrack):
     """Paces frames in real time from the first recv(), counting what it produced."""
 
     def __init__(self, rate: float) -> None:
@@ -38,7 +38,7 @@ class _Paced(MediaStreamTrack):
         return index
 
 
-class TestPatternTrack(_Paced):
+class TestPatternTrack(PacedTrack):
     """Colour bars moving one step a frame, with a bright block whose position encodes the index."""
 
     kind = "video"
@@ -67,7 +67,7 @@ class TestPatternTrack(_Paced):
         return frame
 
 
-class ToneTrack(_Paced):
+class ToneTrack(PacedTrack):
     """A sine tone in 20 ms frames of 48 kHz mono."""
 
     kind = "audio"
