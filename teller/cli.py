@@ -1,4 +1,4 @@
-"""`teller`: serve, token, client."""
+"""`teller`: serve, signal, node, cluster, token, client."""
 
 from __future__ import annotations
 
@@ -30,12 +30,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise SystemExit(2) from exc
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    from .signaling import create_app
-
-    config = _load(args)
-    logs.configure(config.log.level, config.log.format)
-    app = create_app(config)
+async def _start_site(app: web.Application, config) -> tuple[web.AppRunner, str]:  # type: ignore[no-untyped-def]
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     context = None
@@ -48,6 +43,23 @@ async def _serve(args: argparse.Namespace) -> None:
     if config.server.port == 0:
         port = runner.addresses[0][1]
         url = url.rsplit(":", 1)[0] + f":{port}"
+    return runner, url
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from .signaling import create_app
+
+    config = _load(args)
+    logs.configure(config.log.level, config.log.format)
+    runner, url = await _start_site(create_app(config), config)
     print(f"Teller {__version__} is running at {url}/", flush=True)
     print(f"  two-person call page: {url}/call   API: {url}/openapi.json", flush=True)
     print(
@@ -56,13 +68,71 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     if config.auth.dev_tokens and config.server.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("auth.dev_tokens is on while listening beyond localhost: anyone can get a token")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _stop_event().wait()
     log.info("shutting down")
     await runner.cleanup()
+
+
+async def _signal(args: argparse.Namespace) -> None:
+    from .cluster.signal_app import create_signal_app
+
+    config = _load(args)
+    logs.configure(config.log.level, config.log.format)
+    runner, url = await _start_site(create_signal_app(config), config)
+    print(f"Teller {__version__} signalling is running at {url}/ (state: {config.state.backend})", flush=True)
+    await _stop_event().wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+async def _node(args: argparse.Namespace) -> None:
+    from .signaling import create_app
+    from .signaling.app import AGENT
+    from .signaling.keys import NODE
+
+    config = _load(args)
+    logs.configure(config.log.level, config.log.format)
+    if args.drain:
+        raise SystemExit(await _drain_remote(config, args.drain))
+    app = create_app(config, role="node")
+    runner, url = await _start_site(app, config)
+    agent = app[AGENT]
+    print(f"Teller {__version__} SFU node {app[NODE].id} is running at {url}/ (advertised as {agent.url})", flush=True)  # type: ignore[attr-defined]
+    stop = _stop_event()
+    await stop.wait()
+    # SIGTERM or Ctrl-C: move every room to another node first (a rolling upgrade);
+    # a second signal stops at once.
+    stop.clear()
+    drain = asyncio.create_task(agent.drain())  # type: ignore[attr-defined]
+    await asyncio.wait({drain, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+async def _drain_remote(config, node_id: str) -> int:  # type: ignore[no-untyped-def]
+    from .cluster.node_agent import node_channel
+    from .state import StateUnavailable, open_store
+
+    store = open_store(config.state)
+    await store.start()
+    try:
+        if await store.get_node(node_id) is None:
+            print(f"teller: no live node {node_id}", file=sys.stderr)
+            return 1
+        await store.publish(node_channel(node_id), {"op": "drain"})
+        deadline = asyncio.get_running_loop().time() + config.cluster.drain_timeout_s + 10
+        while asyncio.get_running_loop().time() < deadline:
+            if await store.get_node(node_id) is None:
+                print(f"node {node_id} drained and stopped")
+                return 0
+            await asyncio.sleep(0.5)
+        print(f"teller: node {node_id} is still registered", file=sys.stderr)
+        return 1
+    except StateUnavailable as exc:
+        print(f"teller: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -102,6 +172,25 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
 
+    sig = sub.add_parser("signal", help="run a stateless signalling process of a cluster")
+    sig.add_argument("--config", help="a TOML file layered over the defaults (see cluster.example.toml)")
+    sig.add_argument("--host")
+    sig.add_argument("--port", type=int)
+
+    node = sub.add_parser("node", help="run an SFU node of a cluster (SIGTERM drains it)")
+    node.add_argument("--config", help="a TOML file layered over the defaults (see cluster.example.toml)")
+    node.add_argument("--host")
+    node.add_argument("--port", type=int)
+    node.add_argument("--drain", metavar="NODE_ID", help="ask a running node to move its rooms away and exit")
+
+    cluster = sub.add_parser("cluster", help="a local cluster on this machine")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    up = cluster_sub.add_parser("up", help="start Redis (if needed), signalling processes and nodes")
+    up.add_argument("--config", help="a TOML file layered over the defaults (see cluster.example.toml)")
+    up.add_argument("--signals", type=int, default=2)
+    up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--port", type=int, default=7880, help="first signalling port; nodes use port+100 and up")
+
     token = sub.add_parser("token", help="print an access token")
     token.add_argument("--config")
     token.add_argument("--room", required=True, help='room name, or "*" with the admin grant')
@@ -123,6 +212,14 @@ def main(argv: list[str] | None = None) -> None:
             uvloop.run(_serve(args))
         else:
             asyncio.run(_serve(args))
+    elif args.command == "signal":
+        asyncio.run(_signal(args))
+    elif args.command == "node":
+        asyncio.run(_node(args))
+    elif args.command == "cluster":
+        from .cluster.runner import up as cluster_up
+
+        raise SystemExit(cluster_up(args))
     elif args.command == "token":
         _token(args)
     elif args.command == "client":

@@ -79,7 +79,7 @@ def record(client: RoomClient, kind: str) -> list[dict[str, Any]]:
 
 
 async def test_healthz(http: aiohttp.ClientSession, server: Server) -> None:
-    assert await call(http, server, "GET", "/healthz") == (200, {"status": "ok", "node_id": server.node.id})
+    assert await call(http, server, "GET", "/healthz") == (200, {"status": "ok", "role": "embedded", "node_id": server.node.id})
 
 
 @pytest.mark.parametrize("path", ["/nope", "/v1/rooms/a/b/c/d", "/v2/rooms"])

@@ -36,10 +36,14 @@ class ClientError(Exception):
 
 @dataclass
 class LocalPublication:
+    """One publish. After a move to another node it is the same object, re-published."""
+
     transport_id: str
     pc: RTCPeerConnection
     tracks: list[dict[str, Any]]
     data_channel: Any = None
+    sources: list[MediaStreamTrack] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         await _wait_connected(self.pc, timeout)
@@ -47,11 +51,17 @@ class LocalPublication:
 
 @dataclass
 class RemoteSubscription:
+    """One subscribe. After a move to another node it is the same object with new
+    tracks: listen for `resubscribed` and read `track(kind)` again."""
+
     transport_id: str
     pc: RTCPeerConnection
     info: list[dict[str, Any]]
     tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)  # by kind
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    participant_id: str | None = None
+    track_ids: list[str] | None = None
+    kinds: list[str] | None = None
 
     def track(self, kind: str) -> MediaStreamTrack:
         return self.tracks[kind]
@@ -78,11 +88,45 @@ async def _wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
         raise ClientError("connection_failed", f"peer connection {state}")
 
 
+# Close codes after which reconnecting cannot help.
+FINAL_CLOSE_CODES = {4401, 4403, 4008}
+# Join errors after which reconnecting cannot help either.
+FINAL_ERRORS = {"token_invalid", "token_expired", "token_missing", "room_forbidden", "grant_missing", "room_full", "room_not_found"}
+
+
 class RoomClient:
-    def __init__(self, url: str, token: str, *, ice_servers: list[dict[str, Any]] | None = None) -> None:
-        """`url` is the server's base URL (http[s]://host:port) or its ws[s]:// signalling URL."""
-        self.url = _signal_url(url)
+    def __init__(
+        self,
+        url: str | list[str],
+        token: str,
+        *,
+        ice_servers: list[dict[str, Any]] | None = None,
+        reconnect: bool = True,
+        reconnect_timeout_s: float = 30.0,
+    ) -> None:
+        """`url` is the server's base URL (http[s]://host:port) or its ws[s]:// signalling
+        URL, or a list of them (a cluster's signalling processes, tried in turn).
+
+        With `reconnect`, a lost connection is resumed with the resume token: on the
+        same node the peer connections carry on untouched; on another node (the old
+        one died or drained) publications and subscriptions are made again there.
+        """
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("at least one URL is needed")
+        self.urls = [_signal_url(u) for u in urls]
+        self.url = self.urls[0]
         self._token = token
+        self._reconnect = reconnect
+        self._reconnect_timeout_s = reconnect_timeout_s
+        self._room: str | None = None
+        self._resume_token: str | None = None
+        self._closing = False
+        self._left = False
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._restore_tasks: set[asyncio.Task[None]] = set()
+        self.reconnects = 0
+        self.migrations = 0
         self._ice_override = ice_servers
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -102,21 +146,41 @@ class RoomClient:
     # -- connection -----------------------------------------------------------------
 
     async def connect(self, room: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        self._room = room
         self._session = aiohttp.ClientSession()
-        try:
-            self._ws = await self._session.ws_connect(self.url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), heartbeat=20)
-        except (aiohttp.ClientError, OSError) as exc:
-            await self._session.close()
-            raise ClientError("unreachable", str(exc)) from exc
-        self._reader = asyncio.create_task(self._read_loop())
         message: dict[str, Any] = {"type": "join", "protocol": 1, "token": self._token}
         if room:
             message["room"] = room
-        self.joined = await self.request(message, timeout=timeout)
-        self.participant_id = self.joined["participant"]["participant_id"]
-        for p in self.joined.get("participants", []):
-            self.participants[p["participant_id"]] = p
+        try:
+            await self._open(self.url, message, timeout)
+        except BaseException:
+            await self._session.close()
+            self._session = None
+            raise
         return self.joined
+
+    async def _open(self, url: str, join: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One signalling connection: socket, reader, join; state taken from the reply."""
+        assert self._session is not None
+        try:
+            ws = await self._session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), heartbeat=20)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise ClientError("unreachable", str(exc)) from exc
+        self._ws, self.url = ws, url
+        self._reader = asyncio.create_task(self._read_loop(ws))
+        try:
+            joined = await self.request(join, timeout=timeout)
+        except BaseException:
+            await ws.close()
+            raise
+        return joined
+
+    def _take_joined(self, joined: dict[str, Any]) -> None:
+        """Applied as the reply is read, before any event that follows it."""
+        self.joined = joined
+        self.participant_id = joined["participant"]["participant_id"]
+        self._resume_token = joined.get("resume_token") or self._resume_token
+        self.participants = {p["participant_id"]: p for p in joined.get("participants", [])}
 
     async def __aenter__(self) -> RoomClient:
         await self.connect()
@@ -150,27 +214,105 @@ class RoomClient:
         finally:
             self._pending.pop(request_id, None)
 
-    async def _read_loop(self) -> None:
-        assert self._ws is not None
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        move = False
         try:
-            async for msg in self._ws:
+            async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
                 try:
                     body = json.loads(msg.data)
                 except json.JSONDecodeError:
                     continue
+                if body.get("type") == "reconnect":
+                    move = True
                 self._dispatch(body)
         finally:
-            self.close_reason = self.close_reason or f"closed ({self._ws.close_code})"
+            reason = f"closed ({ws.close_code})"
             for future in self._pending.values():
                 if not future.done():
-                    future.set_exception(ClientError("disconnected", self.close_reason, self._ws.close_code))
+                    future.set_exception(ClientError("disconnected", reason, ws.close_code))
+            if ws is self._ws:
+                self._connection_lost(ws.close_code, move, reason)
+
+    def _connection_lost(self, code: int | None, move: bool, reason: str) -> None:
+        final = self._closing or self._left or code in FINAL_CLOSE_CODES or not self.joined
+        if final or not self._reconnect or self._resume_token is None:
+            self.close_reason = self.close_reason or reason
             self.closed.set()
+            return
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._emit("reconnecting", {"type": "reconnecting", "moving": move, "code": code})
+            self._reconnect_task = asyncio.create_task(self._resume())
+
+    async def _resume(self) -> None:
+        """Reconnects through any signalling URL and takes the participant's place back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._reconnect_timeout_s
+        delay = 0.05
+        start = self.urls.index(self.url) if self.url in self.urls else 0
+        attempt = 0
+        while not self._closing and loop.time() < deadline:
+            url = self.urls[(start + attempt) % len(self.urls)]
+            attempt += 1
+            try:
+                joined = await self._open(url, {"type": "join", "protocol": 1, "resume": self._resume_token}, 10.0)
+            except ClientError as exc:
+                if exc.code in FINAL_ERRORS:
+                    self.close_reason = exc.code
+                    break
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            self.reconnects += 1
+            if joined.get("resumed"):
+                self._emit("resumed", {"type": "resumed", "url": url})
+            else:
+                self.migrations += 1
+                await self._restore_media()
+                self._emit("migrated", {"type": "migrated", "url": url})
+            return
+        self.close_reason = self.close_reason or "reconnect_failed"
+        self.closed.set()
+
+    async def _restore_media(self) -> None:
+        """The room moved to a fresh node: publish again, then subscribe again."""
+        publications = list(self.publications.values())
+        subscriptions = list(self.subscriptions.values())
+        self.publications, self.subscriptions = {}, {}
+        for item in publications + subscriptions:
+            with contextlib.suppress(Exception):
+                await item.pc.close()
+        for publication in publications:
+            try:
+                await self._publish_into(publication)
+            except ClientError:
+                log.warning("could not publish again after moving", exc_info=True)
+        for subscription in subscriptions:
+            task = asyncio.create_task(self._resubscribe(subscription))
+            self._restore_tasks.add(task)
+            task.add_done_callback(self._restore_tasks.discard)
+
+    async def _resubscribe(self, subscription: RemoteSubscription, timeout: float = 30.0) -> None:
+        """Waits for the publisher to be back (it is moving too), then subscribes again."""
+        target = subscription.participant_id
+        try:
+            if target is not None and not self.participants.get(target, {}).get("tracks"):
+                await self.wait_for(
+                    "track_published", lambda m: m.get("participant_id") == target, timeout=timeout
+                )
+            await self._subscribe_into(subscription)
+        except (ClientError, asyncio.TimeoutError):
+            log.warning("could not subscribe again after moving", exc_info=True)
+            subscription.ended.set()
+            return
+        self._emit("resubscribed", {"type": "resubscribed", "subscription": subscription})
 
     def _dispatch(self, body: dict[str, Any]) -> None:
         kind = body.get("type", "")
         request_id = body.get("request_id")
+        if kind == "joined":
+            self._take_joined(body)
         if request_id and request_id in self._pending:
             future = self._pending[request_id]
             if not future.done():
@@ -199,6 +341,7 @@ class RoomClient:
                 asyncio.ensure_future(subscription.pc.close())
             self.publications.pop(body["transport_id"], None)
         elif kind == "left":
+            self._left = True
             self.close_reason = body.get("reason", "left")
         self._emit(kind, body)
 
@@ -242,9 +385,25 @@ class RoomClient:
         sources: list[dict[str, str]] | None = None,
         video_codec: str | None = None,
     ) -> LocalPublication:
+        publication = LocalPublication(
+            "", None, [], None, list(tracks),  # type: ignore[arg-type]
+            {"data_channel": data_channel, "sources": sources, "video_codec": video_codec},
+        )
+        await self._publish_into(publication)
+        return publication
+
+    async def _publish_into(self, publication: LocalPublication) -> None:
+        tracks = publication.sources
+        data_channel = publication.options["data_channel"]
+        sources = publication.options["sources"]
+        video_codec = publication.options["video_codec"]
         pc = RTCPeerConnection(self._rtc_configuration())
         for track in tracks:
-            transceiver = pc.addTransceiver(track, direction="sendonly")
+            # Closing a peer connection stops its tracks; the caller's own track must
+            # outlive it so that the same source can be published again after a move.
+            transceiver = pc.addTransceiver(_Forward(track), direction="sendonly")
+            if hasattr(track, "request_keyframe"):
+                transceiver.sender._send_keyframe = track.request_keyframe  # pre-encoded: PLI restarts at a keyframe
             if video_codec and track.kind == "video":
                 prefs = [
                     c for c in RTCRtpSender.getCapabilities("video").codecs
@@ -261,9 +420,9 @@ class RoomClient:
         except BaseException:
             await pc.close()
             raise
-        publication = LocalPublication(answer["transport_id"], pc, answer.get("tracks", []), channel)
+        publication.transport_id, publication.pc = answer["transport_id"], pc
+        publication.tracks, publication.data_channel = answer.get("tracks", []), channel
         self.publications[publication.transport_id] = publication
-        return publication
 
     async def subscribe(
         self,
@@ -273,6 +432,16 @@ class RoomClient:
         kinds: list[str] | None = None,
     ) -> RemoteSubscription:
         """Receive one participant's tracks (or the listed ones) on a new peer connection."""
+        subscription = RemoteSubscription("", None, [], participant_id=participant_id, track_ids=track_ids, kinds=kinds)  # type: ignore[arg-type]
+        await self._subscribe_into(subscription)
+        return subscription
+
+    async def _subscribe_into(self, subscription: RemoteSubscription) -> None:
+        participant_id, track_ids, kinds = subscription.participant_id, subscription.track_ids, subscription.kinds
+        if subscription.info and participant_id is None:
+            # It followed "whoever published last"; after a move it follows that person.
+            participant_id = subscription.participant_id = subscription.info[0].get("participant_id")
+            track_ids = subscription.track_ids = None
         if kinds is None:
             if track_ids:
                 known = {t["track_id"]: t for p in self.participants.values() for t in p.get("tracks", [])}
@@ -296,13 +465,14 @@ class RoomClient:
         except BaseException:
             await pc.close()
             raise
-        subscription = RemoteSubscription(answer["transport_id"], pc, answer.get("tracks", []))
+        subscription.transport_id, subscription.pc = answer["transport_id"], pc
+        subscription.info = answer.get("tracks", [])
+        subscription.tracks = {}
         bound = {t["mid"] for t in subscription.info}
         for transceiver in pc.getTransceivers():
             if transceiver.mid in bound and transceiver.receiver.track is not None:
                 subscription.tracks[transceiver.kind] = transceiver.receiver.track
         self.subscriptions[subscription.transport_id] = subscription
-        return subscription
 
     async def unpublish(self, publication: LocalPublication) -> None:
         await self.request({"type": "unpublish", "transport_id": publication.transport_id})
@@ -344,6 +514,7 @@ class RoomClient:
     # -- leaving --------------------------------------------------------------------------
 
     async def leave(self) -> None:
+        self._closing = True
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(ClientError, ConnectionError, RuntimeError):
                 await self.send({"type": "leave"})
@@ -352,8 +523,22 @@ class RoomClient:
         await self.close()
 
     async def close(self) -> None:
+        """Leaves (if still in the room) and releases everything; no reconnect after this."""
+        if not self._closing and self._ws is not None and not self._ws.closed and not self._left:
+            self._closing = True
+            with contextlib.suppress(ClientError, ConnectionError, RuntimeError):
+                await self.send({"type": "leave"})
+        self._closing = True
+        for task in [self._reconnect_task, *self._restore_tasks]:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         for item in list(self.publications.values()) + list(self.subscriptions.values()):
             await item.pc.close()
+        for publication in self.publications.values():
+            for track in publication.sources:
+                track.stop()
         self.publications.clear()
         self.subscriptions.clear()
         if self._ws is not None and not self._ws.closed:
@@ -364,6 +549,18 @@ class RoomClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class _Forward(MediaStreamTrack):
+    """Hands on the source's frames; stopping it leaves the source running."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        return await self.source.recv()
 
 
 def _signal_url(url: str) -> str:

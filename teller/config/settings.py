@@ -51,6 +51,7 @@ class SignalingSettings:
     max_transports: int = 16
     connect_timeout_s: float = 20.0
     join_timeout_s: float = 10.0
+    resume_window_s: float = 20.0
 
 
 @dataclass
@@ -101,6 +102,24 @@ class StorageSettings:
 
 
 @dataclass
+class StateSettings:
+    backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "teller"
+    op_timeout_s: float = 1.0
+
+
+@dataclass
+class ClusterSettings:
+    node_url: str = ""
+    heartbeat_interval_s: float = 1.0
+    node_ttl_s: float = 3.0
+    reaper_interval_s: float = 0.5
+    drain_timeout_s: float = 30.0
+    upstream_connect_timeout_s: float = 2.0
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -116,4 +135,6 @@ class Config:
     ice: IceSettings = field(default_factory=IceSettings)
     stages: StageSettings = field(default_factory=StageSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -65,3 +65,11 @@ class Removed(Event):
 
     type: ClassVar[str] = "left"
     reason: str
+
+
+@dataclass(frozen=True)
+class Reconnect(Event):
+    """The room is moving to another node: reconnect and resume with the resume token."""
+
+    type: ClassVar[str] = "reconnect"
+    reason: str

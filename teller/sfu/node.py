@@ -9,10 +9,11 @@ import re
 import resource
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import Config
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, Unavailable
 from . import codec_guard
 from .room import Room
 from .stages import StageHost
@@ -41,6 +42,16 @@ class Node:
         self.stages = StageHost(config.stages)
         self._cpu_at = (time.monotonic(), time.process_time())
         self._closed = False
+        self.draining = False
+        # Called with a room whenever its membership or tracks change (the state mirror).
+        self.listeners: list[Callable[[Room], None]] = []
+        # In a cluster: the shared record of a room this node is asked to open, or an
+        # error if the room belongs to another node.
+        self.room_guard: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
+
+    def changed(self, room: Room) -> None:
+        for listener in self.listeners:
+            listener(room)
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
@@ -57,6 +68,8 @@ class Node:
         metadata: dict[str, Any] | None = None,
     ) -> Room:
         validate_room_name(name)
+        if self.draining:
+            raise Unavailable("this node is draining; try again", code="node_draining")
         if name in self.rooms and not self.rooms[name].closed:
             raise Conflict(f"room {name!r} exists", code="room_exists")
         room = Room(
@@ -67,6 +80,7 @@ class Node:
             metadata=metadata,
         )
         self.rooms[name] = room
+        self.changed(room)
         log.info("room created", extra={"room": name})
         return room
 
@@ -75,9 +89,21 @@ class Node:
         room = self.rooms.get(name)
         if room is not None and not room.closed:
             return room
-        if not self.config.rooms.auto_create:
+        if self.draining:
+            raise Unavailable("this node is draining; try again", code="node_draining")
+        record = await self.room_guard(name) if self.room_guard is not None else None
+        if record is None and not self.config.rooms.auto_create:
             raise NotFound(f"no room {name!r}", code="room_not_found")
-        return await self.create_room(name)
+        record = record or {}
+        room = self.rooms.get(name)  # another join may have opened it meanwhile
+        if room is not None and not room.closed:
+            return room
+        return await self.create_room(
+            name,
+            max_participants=record.get("max_participants"),
+            empty_timeout_s=record.get("empty_timeout_s"),
+            metadata=record.get("metadata"),
+        )
 
     async def close_room(self, name: str, reason: str = "room_closed") -> None:
         room = self.room(name)
@@ -102,6 +128,7 @@ class Node:
             open_fds = -1
         return {
             "node_id": self.id,
+            "draining": self.draining,
             "uptime_s": round(time.time() - self.started_at, 1),
             "rooms": len(self.rooms),
             "participants": len(participants),

@@ -41,8 +41,9 @@ class Participant:
         permissions: Permissions,
         kind: str = "websocket",
         notify: Callable[[Event], None] | None = None,
+        participant_id: str | None = None,
     ) -> None:
-        self.id = new_id("PA")
+        self.id = participant_id or new_id("PA")
         self.identity = identity
         self.name = name
         self.role = role
@@ -50,6 +51,10 @@ class Participant:
         self.kind = kind
         self.joined_at = time.time()
         self.notify = notify
+        # The signalling session that speaks for this participant now; None while it
+        # is disconnected and may still resume.
+        self.session: object | None = None
+        self.detach_timer: Any = None
         self.publishers: dict[str, Publisher] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self._data_channels: list[Any] = []
@@ -70,6 +75,7 @@ class Participant:
             "role": self.role,
             "kind": self.kind,
             "joined_at": round(self.joined_at, 3),
+            "connected": self.notify is not None or self.kind != "websocket",
             "tracks": [p.info() for p in self.publications()],
         }
 

@@ -21,6 +21,7 @@ from .events import (
     Event,
     ParticipantJoined,
     ParticipantLeft,
+    Reconnect,
     Removed,
     TrackPublished,
     TrackUnpublished,
@@ -65,6 +66,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.publications: dict[str, Publication] = {}
         self.closed = False
+        self.close_reason = ""
         self._loop = asyncio.get_running_loop()
         self._tick_task = asyncio.create_task(self._rtcp_loop(), name=f"rtcp:{name}")
         self._empty_timer: asyncio.TimerHandle | None = None
@@ -90,22 +92,57 @@ class Room:
             self._empty_timer.cancel()
             self._empty_timer = None
         self.broadcast(ParticipantJoined(participant.info()), exclude=participant)
+        self.node.changed(self)
         log.info("participant joined", extra={"participant": participant.id, "identity": participant.identity})
 
-    async def remove(self, participant_id: str, reason: str) -> None:
+    async def remove(self, participant_id: str, reason: str, *, notify: bool = True) -> None:
         participant = self.participants.pop(participant_id, None)
         if participant is None:
             return
         self._data_buckets.pop(participant_id, None)
-        participant.send_event(Removed(reason))
+        if participant.detach_timer is not None:
+            participant.detach_timer.cancel()
+            participant.detach_timer = None
+        if notify:
+            participant.send_event(Removed(reason))
         participant.left = True
         participant.drop_data_channels()
         transports = [p.transport for p in participant.publishers.values()]
         transports += [s.transport for s in participant.subscriptions.values()]
         await asyncio.gather(*(t.close(reason) for t in transports), return_exceptions=True)
         self.broadcast(ParticipantLeft(participant.id, reason))
+        self.node.changed(self)
         log.info("participant left", extra={"participant": participant.id, "reason": reason})
         self._arm_empty_timer()
+
+    def detach(self, participant: Participant, window_s: float) -> None:
+        """Its signalling connection dropped: media goes on, and it may resume in time."""
+        if participant.left or self.participants.get(participant.id) is not participant:
+            return
+        participant.notify = None
+        participant.session = None
+        if participant.detach_timer is not None:
+            participant.detach_timer.cancel()
+        participant.detach_timer = self._loop.call_later(
+            window_s, lambda: asyncio.ensure_future(self.remove(participant.id, "disconnected"))
+        )
+        self.node.changed(self)
+        log.info("participant disconnected; waiting for it to resume", extra={"participant": participant.id})
+
+    def reattach(self, participant: Participant, session: object, notify: Any) -> None:
+        if participant.detach_timer is not None:
+            participant.detach_timer.cancel()
+            participant.detach_timer = None
+        participant.session = session
+        participant.notify = notify
+        self.node.changed(self)
+        log.info("participant resumed", extra={"participant": participant.id})
+
+    async def migrate_out(self, reason: str) -> None:
+        """Tell everyone to reconnect (elsewhere), then close without a `left` to anyone."""
+        for participant in list(self.participants.values()):
+            participant.send_event(Reconnect(reason))
+        await self.close(reason, notify=False)
 
     def get(self, participant_id: str) -> Participant:
         participant = self.participants.get(participant_id)
@@ -155,6 +192,7 @@ class Room:
             publication.on_ended.append(self._publication_ended)
             self.broadcast(TrackPublished(participant.id, publication.info()), exclude=participant)
             self.node.stages.publication_added(self, participant, publication)
+        self.node.changed(self)
         return publisher, answer
 
     def _publisher_closed(self, participant: Participant, publisher: Publisher, reason: str) -> None:
@@ -167,6 +205,7 @@ class Room:
         self.publications.pop(publication.id, None)
         self.node.stages.publication_removed(self, publication)
         self.broadcast(TrackUnpublished(publication.participant_id, publication.id))
+        self.node.changed(self)
 
     # -- subscribing --------------------------------------------------------------------
 
@@ -374,15 +413,16 @@ class Room:
                 for subscription in list(participant.subscriptions.values()):
                     subscription.rtcp_tick(now)
 
-    async def close(self, reason: str = "room_closed") -> None:
+    async def close(self, reason: str = "room_closed", *, notify: bool = True) -> None:
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         if self._empty_timer is not None:
             self._empty_timer.cancel()
             self._empty_timer = None
         await asyncio.gather(
-            *(self.remove(pid, reason) for pid in list(self.participants)), return_exceptions=True
+            *(self.remove(pid, reason, notify=notify) for pid in list(self.participants)), return_exceptions=True
         )
         for timer in self._connect_timers.values():
             timer.cancel()
@@ -393,6 +433,7 @@ class Room:
         except asyncio.CancelledError:
             pass
         self.publications.clear()
+        self.node.changed(self)
         log.info("room closed", extra={"room": self.name, "reason": reason})
 
     def info(self) -> dict[str, Any]:

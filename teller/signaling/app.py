@@ -12,7 +12,8 @@ from ..agent_desk import routes as page_routes
 from ..config import Config
 from ..errors import NotFound, TellerError
 from ..sfu import Node
-from .keys import CONFIG, ISSUER, NODE
+from ..state import StateStore, open_store
+from .keys import CONFIG, DIRECTORY, ISSUER, NODE, STORE
 from .openapi import routes as openapi_routes
 from .rest import routes as rest_routes
 from .tokens import TokenIssuer, issuer_for
@@ -20,6 +21,9 @@ from .whip import routes as whip_routes
 from .ws import rtc_handler
 
 log = logging.getLogger("teller.signaling.http")
+
+# teller.cluster.node_agent.NodeAgent (typed loosely: cluster imports signaling).
+AGENT = web.AppKey("node_agent", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,18 +90,50 @@ def cors_middleware(origins: list[str]):  # type: ignore[no-untyped-def]
     return middleware
 
 
-def create_app(config: Config, *, node: Node | None = None, issuer: TokenIssuer | None = None) -> web.Application:
-    app = web.Application(
+def base_app(config: Config) -> web.Application:
+    return web.Application(
         client_max_size=256 * 1024,
         middlewares=[cors_middleware(config.server.cors_origins), errors_middleware],
     )
+
+
+def create_app(
+    config: Config,
+    *,
+    node: Node | None = None,
+    issuer: TokenIssuer | None = None,
+    store: StateStore | None = None,
+    role: str = "embedded",
+) -> web.Application:
+    """The embedded server, or (role "node") an SFU node of a cluster: the same app.
+
+    Either way the node registers in the state store, mirrors its rooms into it and
+    takes commands from the bus; embedded, that store is the in-memory one.
+    """
+    from ..cluster.directory import LocalDirectory
+    from ..cluster.node_agent import NodeAgent
+
+    app = base_app(config)
     app[CONFIG] = config
     app[ISSUER] = issuer or issuer_for(config)
     app[NODE] = node or Node(config)
+    app[STORE] = store or open_store(config.state)
+    directory = LocalDirectory(app[STORE], app[NODE])
+    directory.role = role
+    app[DIRECTORY] = directory
+    agent = NodeAgent(app[NODE], app[STORE], config, config.cluster.node_url or config.server.base_url())
+    app[AGENT] = agent
+
+    async def start_agent(app: web.Application) -> None:
+        await app[STORE].start()
+        await agent.start()
 
     async def close_node(app: web.Application) -> None:
+        await agent.stop()
         await app[NODE].close()
+        await app[STORE].close()
 
+    app.on_startup.append(start_agent)
     app.on_shutdown.append(close_node)
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)

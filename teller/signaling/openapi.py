@@ -106,7 +106,7 @@ def document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": {
-            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
+            "/healthz": {"get": {"summary": "Health: 200 when this process can work, 503 while the shared state store is unreachable", "security": [], "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
             "/v1/rtc": {
                 "get": {
                     "summary": "WebSocket signalling (protocol 1, docs/protocol.md)",
@@ -163,7 +163,8 @@ def document() -> dict[str, Any]:
                 "parameters": [_ROOM, {"name": "participant", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "delete": {"summary": "Remove a participant", "responses": {"200": _json({"type": "object"}), **_errors(401, 403, 404)}},
             },
-            "/v1/node": {"get": {"summary": "Node load and counters (admin token for room *)", "responses": {"200": _json({"type": "object"}), **_errors(401, 403)}}},
+            "/v1/node": {"get": {"summary": "This process's load and counters: the node (embedded, node) or the signalling process (admin token for room *)", "responses": {"200": _json({"type": "object"}), **_errors(401, 403)}}},
+            "/v1/nodes": {"get": {"summary": "The SFU node registry: live nodes with their load (admin token for room *)", "responses": {"200": _json({"type": "object", "properties": {"nodes": {"type": "array", "items": {"type": "object"}}}}), **_errors(401, 403, 503)}}},
             "/v1/dev/token": {
                 "post": {
                     "summary": "A token for the embedded demo page (only when auth.dev_tokens is on)",

@@ -28,6 +28,7 @@ class Join(ClientMessage):
     protocol: int
     token: str | None
     room: str | None
+    resume: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,9 @@ def _join(body: dict[str, Any], rid: str | None) -> Join:
         raise BadRequest(
             f"this server speaks protocol {PROTOCOL_VERSION}", code="unsupported_protocol", field="protocol"
         )
-    return Join(rid, protocol, _opt_str(body, "token", 4096), _opt_str(body, "room", 64))
+    return Join(
+        rid, protocol, _opt_str(body, "token", 4096), _opt_str(body, "room", 64), _opt_str(body, "resume", 4096)
+    )
 
 
 def _publish(body: dict[str, Any], rid: str | None) -> Publish:

@@ -10,7 +10,7 @@ from aiohttp import web
 from ..errors import BadRequest, Forbidden, UnsupportedMediaType
 from ..sfu import validate_room_name
 from .auth import authenticate
-from .keys import CONFIG, ISSUER, NODE
+from .keys import CONFIG, DIRECTORY, ISSUER, STORE
 from .tokens import ANY_ROOM, ROLES, AccessToken
 
 routes = web.RouteTableDef()
@@ -37,15 +37,27 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _directory(request: web.Request) -> Any:
+    return request.app[DIRECTORY]
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "node_id": request.app[NODE].id})
+    """200 while this process can do its work; 503 while the shared state is unreachable."""
+    directory = _directory(request)
+    stats = directory.process_stats()
+    body = {"status": "ok", "role": directory.role, "node_id": stats.get("node_id"), "signal_id": stats.get("signal_id")}
+    body = {k: v for k, v in body.items() if v is not None}
+    if not await request.app[STORE].ping():
+        body.update(status="degraded", state_store="unreachable")
+        return web.json_response(body, status=503)
+    return web.json_response(body)
 
 
 @routes.get("/v1/rooms")
 async def list_rooms(request: web.Request) -> web.Response:
     token = _admin(request)
-    rooms = [r.info() for r in request.app[NODE].rooms.values() if not r.closed and token.allows_room(r.name)]
+    rooms = [r for r in await _directory(request).list_rooms() if token.allows_room(r["name"])]
     return web.json_response({"rooms": rooms})
 
 
@@ -70,24 +82,24 @@ async def create_room(request: web.Request) -> web.Response:
         raise BadRequest("empty_timeout_s must be 0-86400", code="invalid_message", field="empty_timeout_s")
     if not isinstance(metadata, dict) or len(json.dumps(metadata)) > MAX_METADATA_BYTES:
         raise BadRequest("metadata must be an object under 4 KiB", code="invalid_message", field="metadata")
-    room = await request.app[NODE].create_room(
-        name, max_participants=max_participants, empty_timeout_s=empty_timeout, metadata=metadata
+    room = await _directory(request).create_room(
+        name, {"max_participants": max_participants, "empty_timeout_s": empty_timeout, "metadata": metadata}
     )
-    return web.json_response(room.info(), status=201)
+    return web.json_response(room, status=201)
 
 
 @routes.get("/v1/rooms/{room}")
 async def get_room(request: web.Request) -> web.Response:
     name = request.match_info["room"]
     _admin(request, name)
-    return web.json_response(request.app[NODE].room(name).info())
+    return web.json_response(await _directory(request).get_room(name))
 
 
 @routes.delete("/v1/rooms/{room}")
 async def close_room(request: web.Request) -> web.Response:
     name = request.match_info["room"]
     _admin(request, name)
-    await request.app[NODE].close_room(name, "closed_by_api")
+    await _directory(request).close_room(name, "closed_by_api")
     return web.json_response({"name": name, "closed": True})
 
 
@@ -95,18 +107,16 @@ async def close_room(request: web.Request) -> web.Response:
 async def list_participants(request: web.Request) -> web.Response:
     name = request.match_info["room"]
     _admin(request, name)
-    room = request.app[NODE].room(name)
-    return web.json_response({"participants": [p.info() for p in room.participants.values()]})
+    return web.json_response({"participants": await _directory(request).list_participants(name)})
 
 
 @routes.delete("/v1/rooms/{room}/participants/{participant}")
 async def remove_participant(request: web.Request) -> web.Response:
     name = request.match_info["room"]
     _admin(request, name)
-    room = request.app[NODE].room(name)
-    participant = room.get(request.match_info["participant"])
-    await room.remove(participant.id, "removed_by_api")
-    return web.json_response({"participant_id": participant.id, "removed": True})
+    participant_id = request.match_info["participant"]
+    await _directory(request).remove_participant(name, participant_id, "removed_by_api")
+    return web.json_response({"participant_id": participant_id, "removed": True})
 
 
 @routes.get("/v1/node")
@@ -114,7 +124,16 @@ async def node_stats(request: web.Request) -> web.Response:
     token = _admin(request)
     if token.room != ANY_ROOM:
         raise Forbidden("node statistics need a token for every room", code="room_forbidden")
-    return web.json_response(request.app[NODE].stats())
+    return web.json_response(_directory(request).process_stats())
+
+
+@routes.get("/v1/nodes")
+async def list_nodes(request: web.Request) -> web.Response:
+    """The SFU node registry: every node whose heartbeat is live, with its load."""
+    token = _admin(request)
+    if token.room != ANY_ROOM:
+        raise Forbidden("the node registry needs a token for every room", code="room_forbidden")
+    return web.json_response({"nodes": await _directory(request).list_nodes()})
 
 
 @routes.post("/v1/dev/token")

@@ -12,14 +12,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from .. import logs
 from ..config import Config
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, RateLimited, TellerError, Unauthorized
 from ..ratelimit import TokenBucket
 from ..sfu import Node, Participant, Room
-from ..sfu.events import Event, Removed
+from ..sfu.events import Event, Reconnect, Removed
 from ..sfu.participant import new_id
 from . import protocol
 from .auth import bearer, permissions
@@ -53,6 +53,8 @@ class SignalSession:
         self._violations = 0
         self._outbox: asyncio.Queue[dict[str, Any] | _Close] = asyncio.Queue()
         self._closing = False
+        self._leaving = False
+        self._close_code = 0
         self.id = new_id("SS")
         self.token: AccessToken | None = None
         self.room: Room | None = None
@@ -63,7 +65,7 @@ class SignalSession:
         try:
             await self._read_loop()
         finally:
-            await self._leave("disconnected")
+            await self._disconnected()
             self.close()
             try:
                 await asyncio.wait_for(writer, 2.0)
@@ -86,12 +88,15 @@ class SignalSession:
         """Close the socket after every message queued so far has been sent."""
         if not self._closing:
             self._closing = True
+            self._close_code = code
             self._outbox.put_nowait(_Close(code, reason))
 
     def _notify(self, event: Event) -> None:
         self.send(event.to_message())
         if isinstance(event, Removed):
             self.close()
+        elif isinstance(event, Reconnect):
+            self.close(1012, event.reason)
 
     async def _write_loop(self) -> None:
         while True:
@@ -129,7 +134,10 @@ class SignalSession:
             elif message.type == WSMsgType.BINARY:
                 self._error(BadRequest("messages are JSON text", code="invalid_message"))
             elif message.type == WSMsgType.ERROR:
-                log.info("websocket error", extra={"error": str(self._ws.exception())})
+                error = self._ws.exception()
+                log.info("websocket error", extra={"error": str(error)})
+                if isinstance(error, WebSocketError):
+                    self._leaving = True  # a protocol violation (oversized frame...) is no way to resume
                 return
             else:  # CLOSE, CLOSING, CLOSED
                 return
@@ -217,26 +225,44 @@ class SignalSession:
             if msg.request_id:
                 self.send({"type": "ack", "request_id": msg.request_id, "delivered": delivered})
         elif isinstance(msg, protocol.Leave):
+            self._leaving = True
             await self._leave("left")
 
     async def _join(self, msg: protocol.Join) -> None:
         if self.participant is not None:
             raise BadRequest("already joined", code="already_joined")
-        token = self._issuer.verify(msg.token or self._url_token)
-        room_name = msg.room or token.room
+        resume_id: str | None = None
+        if msg.resume:
+            claims = self._issuer.verify_resume(msg.resume)
+            token, room_name, resume_id = claims.token, claims.token.room, claims.participant_id
+        else:
+            token = self._issuer.verify(msg.token or self._url_token)
+            room_name = msg.room or token.room
         if room_name == ANY_ROOM:
             raise BadRequest("name the room to join", code="invalid_room_name")
         token.require_room(room_name)
         room = await self._node.room_for_join(room_name)
-        participant = Participant(
-            identity=token.subject,
-            name=token.name,
-            role=token.role,
-            permissions=permissions(token),
-            kind="websocket",
-            notify=self._notify,
-        )
-        await room.join(participant)
+        existing = room.participants.get(resume_id) if resume_id else None
+        resumed = existing is not None and existing.identity == token.subject and not existing.left
+        if resumed:
+            assert existing is not None
+            participant = existing
+            previous = participant.session
+            room.reattach(participant, self, self._notify)
+            if isinstance(previous, SignalSession):
+                previous.close(1000, "resumed_elsewhere")
+        else:
+            participant = Participant(
+                identity=token.subject,
+                name=token.name,
+                role=token.role,
+                permissions=permissions(token),
+                kind="websocket",
+                notify=self._notify,
+                participant_id=resume_id if resume_id and resume_id not in room.participants else None,
+            )
+            participant.session = self
+            await room.join(participant)
         self.token, self.room, self.participant = token, room, participant
         logs.set_ids(room=room.name, participant=participant.id)
         self.send(
@@ -245,6 +271,8 @@ class SignalSession:
                 "request_id": msg.request_id,
                 "protocol": protocol.PROTOCOL_VERSION,
                 "session_id": self.id,
+                "resumed": resumed,
+                "resume_token": self._issuer.issue_resume(token, room.name, participant.id),
                 "room": room.info(),
                 "participant": participant.info(),
                 "participants": [
@@ -260,6 +288,17 @@ class SignalSession:
         if room is None or participant is None or participant.left:
             return
         await room.remove(participant.id, reason)
+
+    async def _disconnected(self) -> None:
+        """The socket is gone: keep the participant for a resume unless it said goodbye."""
+        room, participant = self.room, self.participant
+        if room is None or participant is None or participant.left or participant.session is not self:
+            return
+        window = self._config.signaling.resume_window_s
+        if self._leaving or window <= 0 or self._close_code == CLOSE_POLICY:
+            await self._leave("disconnected")
+        else:
+            room.detach(participant, window)
 
 
 async def rtc_handler(request: web.Request) -> web.WebSocketResponse:

@@ -1,0 +1,1 @@
+"""Cluster mode: node registry and state mirror, placement, the signalling proxy, failover."""

@@ -1,0 +1,91 @@
+"""Keeps the shared store's view of this node's rooms and participants up to date.
+
+The node's own objects are the truth; the store is a copy for the other processes
+(REST, routing, the contact centre). Changes are coalesced per room and written
+off the media path; when the store is unreachable they wait and are rewritten in
+full once it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..sfu import Node, Room
+from ..state import Record, StateStore, StateUnavailable
+
+log = logging.getLogger("teller.cluster.mirror")
+
+
+class StateMirror:
+    def __init__(self, node: Node, store: StateStore, node_url: str) -> None:
+        self._node = node
+        self._store = store
+        self._url = node_url
+        self._dirty: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.behind = False  # a write failed; a full resync is due
+        node.listeners.append(self.mark)
+
+    def mark(self, room: Room) -> None:
+        self._dirty.add(room.name)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush(), name="state-mirror")
+
+    async def _flush(self) -> None:
+        while self._dirty:
+            name = self._dirty.pop()
+            try:
+                await self._sync(name)
+            except StateUnavailable:
+                self._dirty.add(name)
+                self.behind = True
+                return
+            except Exception:
+                log.exception("state mirror write failed", extra={"room": name})
+
+    async def resync(self) -> None:
+        """Rewrites everything this node holds, and forgets what it no longer holds."""
+        names = {name for name, room in self._node.rooms.items() if not room.closed}
+        for record in await self._store.list_rooms():
+            if record.get("node_id") == self._node.id:
+                names.add(record["name"])
+        self._dirty |= names
+        self.behind = False
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush(), name="state-mirror")
+        await self._task
+
+    async def _sync(self, name: str) -> None:
+        me = self._node.id
+        room = self._node.rooms.get(name)
+        if room is None or room.closed:
+            record = await self._store.get_room(name)
+            if record is not None and record.get("node_id") == me:
+                await self._store.delete_room(name)
+            else:
+                await self._store.remove_participants_where(name, "node_id", me)
+            return
+        info = room.info()
+
+        def change(current: Record | None) -> Record | None:
+            if current is not None and current.get("node_id") not in (None, me):
+                return current  # the room was moved away from this node
+            return {**(current or {}), **info, "node_id": me, "node_url": self._url}
+
+        await self._store.update_room(name, change)
+        local = {p.id: {**p.info(), "node_id": me} for p in room.participants.values()}
+        stored = {p["participant_id"]: p for p in await self._store.list_participants(name)}
+        for pid, record in local.items():
+            if stored.get(pid) != record:
+                await self._store.put_participant(name, pid, record)
+        for pid, record in stored.items():
+            if pid not in local and record.get("node_id") == me:
+                await self._store.remove_participant(name, pid)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(self._task, 2.0)
+            except (asyncio.TimeoutError, Exception):
+                self._task.cancel()
