@@ -99,12 +99,14 @@ async def _node(args: argparse.Namespace) -> None:
     agent = app[AGENT]
     print(f"Teller {__version__} SFU node {app[NODE].id} is running at {url}/ (advertised as {agent.url})", flush=True)  # type: ignore[attr-defined]
     stop = _stop_event()
-    await stop.wait()
-    # SIGTERM or Ctrl-C: move every room to another node first (a rolling upgrade);
-    # a second signal stops at once.
-    stop.clear()
-    drain = asyncio.create_task(agent.drain())  # type: ignore[attr-defined]
-    await asyncio.wait({drain, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    drained = asyncio.create_task(agent.drained.wait())  # type: ignore[attr-defined]
+    await asyncio.wait({drained, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if not drained.done():
+        # SIGTERM or Ctrl-C: move every room to another node first (a rolling upgrade);
+        # a second signal stops at once. `teller node --drain` ends up here drained.
+        stop.clear()
+        drain = asyncio.create_task(agent.drain())  # type: ignore[attr-defined]
+        await asyncio.wait({drain, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     await runner.cleanup()
 
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--signals", type=int, default=2)
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--port", type=int, default=7880, help="first signalling port; nodes use port+100 and up")
+    up.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="started here if nothing answers")
+    up.add_argument("--data-dir", default="./data/cluster", help="shared secret and data of the local cluster")
 
     token = sub.add_parser("token", help="print an access token")
     token.add_argument("--config")

@@ -195,6 +195,7 @@ async def test_redis_restart(cluster: LocalCluster, media: dict[str, list[bytes]
         assert (status, body["error"]["code"]) == (503, "state_unavailable")
         status, body = cluster.rest("GET", "/healthz")
         assert status == 503 and body["state_store"] == "unreachable"
+        assert cluster.rest("GET", "/livez")[0] == 200  # alive: nothing for a probe to restart
         late = RoomClient(cluster.signal_urls, cluster.token("redis-late", "late"), reconnect=False)
         with pytest.raises(ClientError) as refused:
             await late.connect()

@@ -630,9 +630,9 @@ def test_k8s_signal_ports_probes_and_ingress(tmp_path: Path) -> None:
     deployment = k8s("Deployment", "signal")
     container = only_container(deployment)
     config = k8s_config(deployment, tmp_path)
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz", probe
+        assert get["path"] == path, probe
         assert named_port(container, get["port"]) == config.server.port, probe
     service = k8s("Service", "signal")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -664,7 +664,9 @@ def test_k8s_nodes_use_the_host_network_and_drain_in_time(tmp_path: Path) -> Non
     get = container["readinessProbe"]["httpGet"]
     assert get["path"] == "/healthz"
     assert named_port(container, get["port"]) == config.server.port
-    assert "livenessProbe" not in container or container["livenessProbe"]["httpGet"]["path"] != "/healthz"
+    live = container["livenessProbe"]["httpGet"]
+    assert live["path"] == "/livez"  # never /healthz: a Redis outage must not restart a node
+    assert named_port(container, live["port"]) == config.server.port
     env = {e["name"]: e for e in container["env"]}
     assert "$(POD_IP)" in env["TELLER_CLUSTER__NODE_URL"]["value"]
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"

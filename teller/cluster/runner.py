@@ -18,10 +18,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
 from ..config import ConfigError, load_config
+from ..signaling.tokens import resolve_secret
 
 UDP_PORTS_PER_NODE = 1000
 FIRST_UDP_PORT = 40000
@@ -35,14 +36,30 @@ class Member:
     process: subprocess.Popen[bytes] | None = None
 
 
-def plan(config_path: str | None, signals: int, nodes: int, port: int, redis_url: str) -> list[Member]:
+def plan(
+    config_path: str | None, signals: int, nodes: int, port: int, redis_url: str, secret: str, data_dir: str
+) -> list[Member]:
     """The processes of a local cluster, with the environment each one needs."""
     base = [sys.executable, "-m", "teller"]
     config_args = ["--config", config_path] if config_path else []
-    common = {"TELLER_STATE__BACKEND": "redis", "TELLER_STATE__REDIS_URL": redis_url, "TELLER_SERVER__HOST": "127.0.0.1"}
+    common = {
+        "TELLER_STATE__BACKEND": "redis",
+        "TELLER_STATE__REDIS_URL": redis_url,
+        "TELLER_SERVER__HOST": "127.0.0.1",
+        "TELLER_AUTH__SECRET": secret,
+        "TELLER_STORAGE__DATA_DIR": data_dir,
+        # One machine, one browser: the demo page's development tokens stay on.
+        "TELLER_AUTH__DEV_TOKENS": "true",
+    }
     members = []
     for i in range(signals):
-        env = {**common, "TELLER_SERVER__PORT": str(port + i), "TELLER_SERVER__PUBLIC_URL": f"http://127.0.0.1:{port + i}"}
+        env = {
+            **common,
+            "TELLER_SERVER__PORT": str(port + i),
+            "TELLER_SERVER__PUBLIC_URL": f"http://127.0.0.1:{port + i}",
+            "TELLER_SERVER__TLS_CERT": "",
+            "TELLER_SERVER__TLS_KEY": "",
+        }
         members.append(Member(f"signal-{i + 1}", base + ["signal", *config_args], env))
     for i in range(nodes):
         node_port = port + 100 + i
@@ -51,6 +68,9 @@ def plan(config_path: str | None, signals: int, nodes: int, port: int, redis_url
             **common,
             "TELLER_SERVER__PORT": str(node_port),
             "TELLER_SERVER__PUBLIC_URL": "",
+            "TELLER_SERVER__TLS_CERT": "",
+            "TELLER_SERVER__TLS_KEY": "",
+            "TELLER_SFU__ANNOUNCED_ADDRESS": "",
             "TELLER_CLUSTER__NODE_URL": f"http://127.0.0.1:{node_port}",
             "TELLER_SFU__UDP_PORT_MIN": str(udp),
             "TELLER_SFU__UDP_PORT_MAX": str(udp + UDP_PORTS_PER_NODE - 1),
@@ -75,12 +95,17 @@ def _pump(name: str, stream: object) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
+    """Everything on loopback: the config's Redis URL, TLS and public URL are for a real
+    deployment; here Redis is --redis-url (started if nothing answers there)."""
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"teller: configuration error: {exc}", file=sys.stderr)
         return 2
-    redis_url = config.state.redis_url if config.state.backend == "redis" else "redis://127.0.0.1:6379/0"
+    redis_url = args.redis_url
+    data_dir = args.data_dir
+    os.makedirs(data_dir, exist_ok=True)
+    secret = config.auth.secret or resolve_secret(replace(config, storage=replace(config.storage, data_dir=data_dir)))
     parsed = urlparse(redis_url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     redis: subprocess.Popen[bytes] | None = None
@@ -101,8 +126,8 @@ def up(args: argparse.Namespace) -> int:
                 return 1
             time.sleep(0.1)
         print(f"    redis | started redis-server on {host}:{port}", flush=True)
-    members = plan(args.config, args.signals, args.nodes, args.port, redis_url)
-    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("TELLER_")}
+    members = plan(args.config, args.signals, args.nodes, args.port, redis_url, secret, data_dir)
+    clean_env = dict(os.environ)
     for member in members:
         member.process = subprocess.Popen(
             member.argv, env={**clean_env, **member.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

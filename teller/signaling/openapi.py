@@ -106,6 +106,7 @@ def document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": {
+            "/livez": {"get": {"summary": "Liveness: 200 while the process answers (never checks Redis)", "security": [], "responses": {"200": _json({"type": "object"})}}},
             "/healthz": {"get": {"summary": "Health: 200 when this process can work, 503 while the shared state store is unreachable", "security": [], "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
             "/v1/rtc": {
                 "get": {

@@ -41,6 +41,13 @@ def _directory(request: web.Request) -> Any:
     return request.app[DIRECTORY]
 
 
+@routes.get("/livez")
+async def livez(request: web.Request) -> web.Response:
+    """200 while the process answers: a liveness probe that a Redis outage cannot fail,
+    since restarting a node would cut the media it still carries."""
+    return web.json_response({"status": "alive", "role": _directory(request).role})
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     """200 while this process can do its work; 503 while the shared state is unreachable."""
