@@ -291,3 +291,41 @@ async def test_rest_through_a_signalling_process(cluster: LocalCluster, media: d
         assert cluster.rest("GET", "/v1/rooms/api-room")[0] == 404
     finally:
         await end_calls([call])
+
+
+async def test_the_session_timeline_follows_the_room_across_nodes(cluster: LocalCluster, media: dict[str, list[bytes]]) -> None:
+    from teller.state import RedisStore
+
+    call = await start_call(cluster, "timeline", cluster.signal_urls, media)
+    store = RedisStore(cluster.redis.url, "teller", 1.0)
+    try:
+        await flowing([call], 0)
+        before = cluster.rooms()["timeline"]
+        victim = next(n for n in cluster.nodes if n.node_id == before["node_id"])
+        killed_at = time.monotonic()
+        victim.kill()
+        await flowing([call], killed_at)
+        after = cluster.rooms()["timeline"]
+        assert after["sid"] == before["sid"] and after["node_id"] != before["node_id"]
+
+        def kinds(events: list[dict[str, Any]], node: str) -> list[str]:
+            return [e["type"] for e in events if e["node_id"] == node]
+
+        events: list[dict[str, Any]] = []
+
+        async def read() -> bool:
+            events[:] = await store.read_events(before["sid"])
+            return kinds(events, after["node_id"]).count("track_published") >= 4
+
+        deadline = time.monotonic() + 10
+        while not await read() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        first = kinds(events, before["node_id"])
+        assert first[0] == "room_opened" and first.count("participant_joined") == 2 and first.count("track_published") == 4
+        second = kinds(events, after["node_id"])
+        assert second[0] == "room_opened" and second.count("participant_joined") == 2 and second.count("track_published") == 4
+        assert next(e for e in events if e["node_id"] == after["node_id"])["moved"] is True
+    finally:
+        await store.close()
+        await end_calls([call])

@@ -117,3 +117,23 @@ async def test_bad_resume_tokens_are_refused_and_harm_nobody(server: Server, roo
         assert list(server.node.rooms[room_name].participants) == [member.participant_id]
     finally:
         await member.close()
+
+
+async def test_the_embedded_server_keeps_a_session_timeline(server: Server, room_name: str) -> None:
+    from teller.signaling.keys import STORE
+
+    host = RoomClient(server.url, server.token(room_name, "agent", "host"))
+    await host.connect()
+    await host.publish([ToneTrack()], data_channel=False)
+    sid = server.node.rooms[room_name].sid
+    await host.leave()
+    store = server.app[STORE]
+
+    async def types() -> list[str]:
+        return [e["type"] for e in await store.read_events(sid)]
+
+    deadline = time.monotonic() + 5
+    while "participant_left" not in await types() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert await types() == ["room_opened", "participant_joined", "track_published", "track_unpublished", "participant_left"]
+    assert (await store.read_events(sid))[1]["participant_id"] == host.participant_id

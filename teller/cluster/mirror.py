@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from typing import Any
 
 from ..sfu import Node, Room
 from ..state import Record, StateStore, StateUnavailable
 
 log = logging.getLogger("teller.cluster.mirror")
+
+# Timeline events kept while the store is unreachable; beyond this the oldest go.
+MAX_PENDING_EVENTS = 10000
 
 
 class StateMirror:
@@ -25,24 +30,47 @@ class StateMirror:
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.behind = False  # a write failed; a full resync is due
+        self._events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_PENDING_EVENTS)
+        self.events_dropped = 0
         node.listeners.append(self.mark)
+        node.timeline_listeners.append(self.record_event)
 
     def mark(self, room: Room) -> None:
         self._dirty.add(room.name)
+        self._kick()
+
+    def record_event(self, room: Room, event: dict[str, Any]) -> None:
+        """Appends to the room session's timeline (keyed by its sid), in order."""
+        if len(self._events) == self._events.maxlen:
+            self.events_dropped += 1
+        self._events.append((room.sid, event))
+        self._kick()
+
+    def _kick(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="state-mirror")
 
     async def _flush(self) -> None:
-        while self._dirty:
-            name = self._dirty.pop()
+        while self._events or self._dirty:
+            if self._events:
+                sid, event = self._events[0]
+                name = None
+            else:
+                name = self._dirty.pop()
             try:
-                await self._sync(name)
+                if name is None:
+                    await self._store.append_event(sid, event)
+                else:
+                    await self._sync(name)
             except StateUnavailable:
-                self._dirty.add(name)
+                if name is not None:
+                    self._dirty.add(name)
                 self.behind = True
                 return
             except Exception:
                 log.exception("state mirror write failed", extra={"room": name})
+            if name is None:
+                self._events.popleft()
 
     async def resync(self) -> None:
         """Rewrites everything this node holds, and forgets what it no longer holds."""
@@ -52,8 +80,8 @@ class StateMirror:
                 names.add(record["name"])
         self._dirty |= names
         self.behind = False
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush(), name="state-mirror")
+        self._kick()
+        assert self._task is not None
         await self._task
 
     async def _sync(self, name: str) -> None:

@@ -45,6 +45,8 @@ class Node:
         self.draining = False
         # Called with a room whenever its membership or tracks change (the state mirror).
         self.listeners: list[Callable[[Room], None]] = []
+        # Called with (room, event) for the session timeline (joins, leaves, tracks...).
+        self.timeline_listeners: list[Callable[[Room, dict[str, Any]], None]] = []
         # In a cluster: the shared record of a room this node is asked to open, or an
         # error if the room belongs to another node.
         self.room_guard: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
@@ -52,6 +54,13 @@ class Node:
     def changed(self, room: Room) -> None:
         for listener in self.listeners:
             listener(room)
+
+    def timeline(self, room: Room, event_type: str, /, **fields: Any) -> None:
+        if not self.timeline_listeners:
+            return
+        event = {"type": event_type, "ts": round(time.time(), 3), "room": room.name, "node_id": self.id, **fields}
+        for listener in self.timeline_listeners:
+            listener(room, event)
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
@@ -66,6 +75,7 @@ class Node:
         max_participants: int | None = None,
         empty_timeout_s: float | None = None,
         metadata: dict[str, Any] | None = None,
+        sid: str | None = None,
     ) -> Room:
         validate_room_name(name)
         if self.draining:
@@ -78,9 +88,11 @@ class Node:
             max_participants=max_participants,
             empty_timeout_s=empty_timeout_s,
             metadata=metadata,
+            sid=sid,
         )
         self.rooms[name] = room
         self.changed(room)
+        self.timeline(room, "room_opened", moved=sid is not None)
         log.info("room created", extra={"room": name})
         return room
 
@@ -103,6 +115,7 @@ class Node:
             max_participants=record.get("max_participants"),
             empty_timeout_s=record.get("empty_timeout_s"),
             metadata=record.get("metadata"),
+            sid=record.get("sid"),
         )
 
     async def close_room(self, name: str, reason: str = "room_closed") -> None:

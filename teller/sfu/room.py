@@ -52,9 +52,12 @@ class Room:
         max_participants: int | None = None,
         empty_timeout_s: float | None = None,
         metadata: dict[str, Any] | None = None,
+        sid: str | None = None,
     ) -> None:
         self.name = name
-        self.sid = new_id("RM")
+        # The session id: kept when the room moves to another node, so that its
+        # timeline and recordings continue under one id.
+        self.sid = sid or new_id("RM")
         self.node = node
         self.config: Config = node.config
         self.created_at = time.time()
@@ -93,6 +96,10 @@ class Room:
             self._empty_timer = None
         self.broadcast(ParticipantJoined(participant.info()), exclude=participant)
         self.node.changed(self)
+        self.node.timeline(
+            self, "participant_joined", participant_id=participant.id, identity=participant.identity,
+            name=participant.name, role=participant.role, kind=participant.kind,
+        )
         log.info("participant joined", extra={"participant": participant.id, "identity": participant.identity})
 
     async def remove(self, participant_id: str, reason: str, *, notify: bool = True) -> None:
@@ -112,6 +119,7 @@ class Room:
         await asyncio.gather(*(t.close(reason) for t in transports), return_exceptions=True)
         self.broadcast(ParticipantLeft(participant.id, reason))
         self.node.changed(self)
+        self.node.timeline(self, "participant_left", participant_id=participant.id, reason=reason)
         log.info("participant left", extra={"participant": participant.id, "reason": reason})
         self._arm_empty_timer()
 
@@ -192,6 +200,11 @@ class Room:
             publication.on_ended.append(self._publication_ended)
             self.broadcast(TrackPublished(participant.id, publication.info()), exclude=participant)
             self.node.stages.publication_added(self, participant, publication)
+            info = publication.info()
+            self.node.timeline(
+                self, "track_published", participant_id=participant.id, track_id=publication.id,
+                kind=info.get("kind"), source=info.get("source"), codec=info.get("codec"),
+            )
         self.node.changed(self)
         return publisher, answer
 
@@ -206,6 +219,7 @@ class Room:
         self.node.stages.publication_removed(self, publication)
         self.broadcast(TrackUnpublished(publication.participant_id, publication.id))
         self.node.changed(self)
+        self.node.timeline(self, "track_unpublished", participant_id=publication.participant_id, track_id=publication.id)
 
     # -- subscribing --------------------------------------------------------------------
 
@@ -434,6 +448,7 @@ class Room:
             pass
         self.publications.clear()
         self.node.changed(self)
+        self.node.timeline(self, "room_moved" if not notify else "room_closed", reason=reason)
         log.info("room closed", extra={"room": self.name, "reason": reason})
 
     def info(self) -> dict[str, Any]:
