@@ -54,6 +54,11 @@ class Publisher:
                 self._by_pt[publication.rtx_payload_type] = self._rtx_learner(publication)
         transport.on_rtp = self._on_rtp
         transport.on_rtcp = self._on_rtcp
+        transport.on_connected = self._on_connected
+
+    def _on_connected(self) -> None:
+        for publication in self.publications:
+            publication.leg_ready()
 
     @property
     def id(self) -> str:

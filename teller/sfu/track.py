@@ -163,6 +163,7 @@ class Publication:
         self.last_keyframe_at = -1e9
         self._last_keyframe_request = -1e9
         self._keyframe_timer: asyncio.TimerHandle | None = None
+        self._keyframe_pending = False
         self._max_bitrate = max_bitrate
         size = 1 << max(6, (history_packets - 1).bit_length())
         self._history: list[bytes | None] | None = [None] * size if self.kind == "video" else None
@@ -294,8 +295,12 @@ class Publication:
 
     def _send_pli(self) -> None:
         self._keyframe_timer = None
-        if self.ended or self.ssrc is None:
+        if self.ended or self.ssrc is None or not self._leg.active:
+            # Not sent, so not counted against the interval: the publisher's leg
+            # comes up and asks again at once (leg_ready), not an interval later.
+            self._keyframe_pending = True
             return
+        self._keyframe_pending = False
         self._last_keyframe_request = self._loop.time()
         self.keyframe_requests += 1
         # Always the media SSRC: a PLI to the RTX SSRC is ignored by Chromium.
@@ -334,9 +339,15 @@ class Publication:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def leg_ready(self) -> None:
+        """The publisher's DTLS is up: send the keyframe request that could not go yet."""
+        if self._keyframe_pending:
+            self._send_pli()
+
     def learn_ssrc(self, ssrc: int) -> None:
         if self.ssrc is None:
             self.ssrc = ssrc
+            self.leg_ready()
 
     def end(self) -> None:
         if self.ended:

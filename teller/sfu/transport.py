@@ -86,6 +86,11 @@ class MediaLeg:
         self._rx = self._dtls._rx_srtp
         return True
 
+    @property
+    def active(self) -> bool:
+        """SRTP is up: RTCP sent now reaches the peer."""
+        return self._tx is not None
+
     def deactivate(self) -> None:
         self._rx = self._tx = None
         self._sendto = None
