@@ -329,3 +329,47 @@ async def test_the_session_timeline_follows_the_room_across_nodes(cluster: Local
     finally:
         await store.close()
         await end_calls([call])
+
+
+async def test_bad_input_through_a_signalling_process_harms_no_call(cluster: LocalCluster, media: dict[str, list[bytes]]) -> None:
+    import json
+
+    import aiohttp
+
+    call = await start_call(cluster, "steady", cluster.signal_urls, media)
+    try:
+        await flowing([call], 0)
+        rooms_before = cluster.rooms()
+        started = time.monotonic()
+        url = cluster.signal_urls[0].replace("http", "ws") + "/v1/rtc"
+        cases = [
+            ("not json", "invalid_json", 4008),
+            (json.dumps({"type": "publish", "sdp": "x"}), "not_joined", 4008),
+            (json.dumps({"type": "join", "protocol": 1, "token": "forged"}), "token_invalid", 4401),
+            (json.dumps({"type": "join", "protocol": 1, "token": cluster.token("steady", "x"), "room": "other"}), "room_forbidden", 4403),
+            (json.dumps({"type": "join", "protocol": 1, "resume": "forged"}), "token_invalid", 4401),
+            (json.dumps({"type": "join", "protocol": 2, "token": cluster.token("steady", "x")}), "unsupported_protocol", 4008),
+            (json.dumps({"type": "join", "protocol": 1, "token": cluster.token("bad name!", "x")}), "invalid_room_name", 4008),
+        ]
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url) as ws:  # a ping is answered before joining, as on a node
+                await ws.send_str(json.dumps({"type": "ping", "request_id": "p1"}))
+                assert json.loads((await ws.receive(timeout=5)).data) == {"type": "pong", "request_id": "p1"}
+            for text, code, close_code in cases:
+                async with http.ws_connect(url) as ws:
+                    await ws.send_str(text)
+                    reply = json.loads((await ws.receive(timeout=5)).data)
+                    assert reply["type"] == "error" and reply["code"] == code, (text, reply)
+                    await ws.receive(timeout=5)
+                    assert ws.close_code == close_code, (text, ws.close_code)
+            status = (await http.post(cluster.signal_urls[0] + "/whip/steady", data="v=0 garbage", headers={
+                "Content-Type": "application/sdp", "Authorization": f"Bearer {cluster.token('steady', 'cam', 'officer')}"})).status
+            assert status == 400
+            status = (await http.post(cluster.signal_urls[0] + "/whip/steady", data="v=0", headers={"Content-Type": "application/sdp"})).status
+            assert status == 401
+        assert cluster.rooms().keys() == rooms_before.keys()
+        assert sorted(p["participant_id"] for p in cluster.participants("steady")) == sorted(s.client.participant_id for s in call.sides)
+        await flowing([call], started, frames=15)
+        assert all(s.client.reconnects == 0 for s in call.sides)
+    finally:
+        await end_calls([call])

@@ -420,6 +420,18 @@ async def test_node_stats(http: aiohttp.ClientSession, server: Server, clients: 
     assert body["rooms"] == 1 and body["participants"] == 1
 
 
+async def test_node_registry_lists_the_embedded_node(http: aiohttp.ClientSession, server: Server, clients: list[RoomClient]) -> None:
+    await join(server, clients, "r1", "ann")
+    await wait_until(lambda: server.node.stats()["participants"] == 1)
+    status, body = await call(http, server, "GET", "/v1/nodes", token=server.admin_token())
+    assert status == 200
+    assert [n["node_id"] for n in body["nodes"]] == [server.node.id]
+    assert body["nodes"][0]["draining"] is False
+    assert error_code(await call(http, server, "GET", "/v1/nodes", token=server.admin_token("r1")), 403) == "room_forbidden"
+    assert error_code(await call(http, server, "GET", "/v1/nodes", token=server.token("r1", "agent")), 403) == "grant_missing"
+    assert (await call(http, server, "GET", "/livez"))[0] == 200
+
+
 async def test_node_stats_needs_admin_for_every_room(http: aiohttp.ClientSession, server: Server) -> None:
     assert error_code(await call(http, server, "GET", "/v1/node", token=server.admin_token("r1")), 403) == "room_forbidden"
     assert error_code(await call(http, server, "GET", "/v1/node", token=server.token("r1", "agent")), 403) == "grant_missing"

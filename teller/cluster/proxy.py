@@ -26,6 +26,7 @@ from ..config import Config
 from ..errors import BadRequest, Forbidden, TellerError, Unauthorized
 from ..signaling import protocol
 from ..signaling.tokens import ANY_ROOM, TokenIssuer
+from ..sfu import validate_room_name
 from ..sfu.participant import new_id
 from ..state import StateStore
 from .placement import place_room
@@ -78,13 +79,20 @@ class Relay:
 
     async def run(self) -> None:
         config = self.state.config
-        try:
-            first = await self.client.receive(timeout=config.signaling.join_timeout_s)
-        except asyncio.TimeoutError:
-            await self._refuse(BadRequest("join right after connecting", code="join_timeout"), None, CLOSE_POLICY)
-            return
-        if first.type != WSMsgType.TEXT:
-            return
+        loop = asyncio.get_running_loop()
+        join_by = loop.time() + config.signaling.join_timeout_s
+        while True:
+            try:
+                first = await self.client.receive(timeout=max(0.0, join_by - loop.time()))
+            except asyncio.TimeoutError:
+                await self._refuse(BadRequest("join right after connecting", code="join_timeout"), None, CLOSE_POLICY)
+                return
+            if first.type != WSMsgType.TEXT:
+                return
+            if _loads(first.data).get("type") == "ping":  # allowed before joining, as on a node
+                await self.client.send_str(json.dumps({"type": "pong", "request_id": _request_id(first.data)}))
+                continue
+            break
         try:
             join, raw = self._read_join(first.data)
         except TellerError as exc:
@@ -124,6 +132,7 @@ class Relay:
             room = message.room or token.room
         if room == ANY_ROOM:
             raise BadRequest("name the room to join", code="invalid_room_name")
+        validate_room_name(room)  # before anything is placed for it
         token.require_room(room)
         body = json.loads(data)
         if not message.resume and not message.token and self.url_token:
