@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadtests.media import encode_audio, encode_video, percentile  # noqa: E402
-from tests.cluster import LocalCluster  # noqa: E402
-from tests.test_cluster import Call, end_calls, start_call  # noqa: E402
+from loadtests.media import encode_audio, encode_video, percentile
+from tests.cluster import LocalCluster
+from tests.test_cluster import Call, end_calls, start_call
 
 
 async def wait_recovered(calls: list[Call], since: float, give_up: float) -> dict[str, float | None]:

@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 
 from teller.config import Config, load_config
+from teller.sfu import Node
 from teller.signaling import create_app
 from teller.signaling.keys import NODE
 from teller.signaling.tokens import Grants, TokenIssuer
-from teller.sfu import Node
 
 SECRET = "tests-only-secret-0123456789abcdef"
 
@@ -171,3 +171,15 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
             return
         await asyncio.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Any]:
+    """A real local cluster: redis-server, two signalling processes, two SFU nodes."""
+    from .cluster import LocalCluster
+
+    c = LocalCluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()

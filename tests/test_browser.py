@@ -10,18 +10,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
 from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
+from .browser import CHROMIUM, chromium_context, open_call_page
 from .conftest import Server
 from .media import receive
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
@@ -31,16 +29,6 @@ expect.set_options(timeout=10_000)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 MEDIA_TIMEOUT = 15.0
 
 
@@ -82,25 +70,13 @@ class CallPage:
 
 @pytest.fixture
 async def browser_context() -> AsyncIterator[Any]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = await browser.new_context(permissions=["camera", "microphone"])
-            yield context
-            await context.close()
-        finally:
-            await browser.close()
+    async with chromium_context() as context:
+        yield context
 
 
 async def open_call(context: Any, server: Server, room: str, name: str) -> CallPage:
-    page = await context.new_page()
-    call = CallPage(page, name)
-    page.on("console", lambda message: call.console.append(f"{message.type}: {message.text}"))
-    page.on("pageerror", lambda error: call.console.append(f"pageerror: {error}"))
-    query = urlencode({"room": room, "name": name, "autojoin": "1"})
-    await page.goto(f"{server.url}/call?{query}")
+    call = CallPage(None, name)
+    call.page = await open_call_page(context, server.url, room, name, call.console)
     return call
 
 
@@ -131,7 +107,7 @@ async def wait_for_publisher(client: RoomClient, participant_id: str) -> None:
             raise AssertionError(f"the page published {tracks}, not audio and video")
         try:
             await client.wait_for("track_published", lambda m: m["participant_id"] == participant_id, remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

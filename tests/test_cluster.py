@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loadtests.media import AUDIO_TIME_BASE, VIDEO_TIME_BASE, FrameCounter, PreEncodedTrack, count_frames, encode_audio, encode_video
+from loadtests.media import (
+    AUDIO_TIME_BASE,
+    VIDEO_TIME_BASE,
+    FrameCounter,
+    PreEncodedTrack,
+    count_frames,
+    encode_audio,
+    encode_video,
+)
 from teller.client import RoomClient
 from teller.client.room import ClientError, RemoteSubscription
 
@@ -33,15 +39,6 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def media() -> dict[str, list[bytes]]:
     return {"video": encode_video(320, 240, 15, seconds=2.0, bitrate=250_000), "audio": encode_audio(1.0)}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @dataclass

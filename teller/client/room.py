@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger("teller.client")
@@ -164,7 +170,7 @@ class RoomClient:
         assert self._session is not None
         try:
             ws = await self._session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), heartbeat=20)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ClientError("unreachable", str(exc)) from exc
         self._ws, self.url = ws, url
         self._reader = asyncio.create_task(self._read_loop(ws))
@@ -186,7 +192,7 @@ class RoomClient:
         await self.connect()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def _rtc_configuration(self) -> RTCConfiguration:
@@ -302,7 +308,7 @@ class RoomClient:
                     "track_published", lambda m: m.get("participant_id") == target, timeout=timeout
                 )
             await self._subscribe_into(subscription)
-        except (ClientError, asyncio.TimeoutError):
+        except (TimeoutError, ClientError):
             log.warning("could not subscribe again after moving", exc_info=True)
             subscription.ended.set()
             return

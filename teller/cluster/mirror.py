@@ -115,5 +115,5 @@ class StateMirror:
         if self._task is not None and not self._task.done():
             try:
                 await asyncio.wait_for(self._task, 2.0)
-            except (asyncio.TimeoutError, Exception):
+            except Exception:
                 self._task.cancel()

@@ -24,10 +24,10 @@ from aiohttp import WSMsgType, web
 from .. import logs
 from ..config import Config
 from ..errors import BadRequest, Forbidden, TellerError, Unauthorized
-from ..signaling import protocol
-from ..signaling.tokens import ANY_ROOM, TokenIssuer
 from ..sfu import validate_room_name
 from ..sfu.participant import new_id
+from ..signaling import protocol
+from ..signaling.tokens import ANY_ROOM, TokenIssuer
 from ..state import StateStore
 from .placement import place_room
 
@@ -84,7 +84,7 @@ class Relay:
         while True:
             try:
                 first = await self.client.receive(timeout=max(0.0, join_by - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self._refuse(BadRequest("join right after connecting", code="join_timeout"), None, CLOSE_POLICY)
                 return
             if first.type != WSMsgType.TEXT:
@@ -159,7 +159,7 @@ class Relay:
                     max_msg_size=0,
                     autoping=True,
                 )
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.warning("node unreachable; placing the room elsewhere", extra={"node_id": node_id, "error": str(exc)})
                 exclude.add(node_id)
                 await self._forget_node(node_id)
@@ -167,7 +167,7 @@ class Relay:
             try:
                 await upstream.send_str(join)
                 first = await upstream.receive(timeout=config.signaling.join_timeout_s + 5)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError):
                 await upstream.close()
                 exclude.add(node_id)
                 continue

@@ -87,7 +87,7 @@ async def whip_proxy(request: web.Request) -> web.StreamResponse:
                 for value in upstream.headers.getall(name, []):
                     response.headers.add(name, value)
             return response
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unavailable("the media node did not answer; try again", code="node_unreachable") from exc
 
 

@@ -13,6 +13,16 @@
   const MAX_RESUBSCRIBES = 2;
   const REQUEST_TIMEOUT_MS = 15000;
   const LEAVE_TIMEOUT_MS = 1000;
+  // Reconnecting after the signalling connection or the media node is lost.
+  const RECONNECT_FIRST_DELAY_MS = 50;
+  const RECONNECT_MAX_DELAY_MS = 1000;
+  const RECONNECT_TIMEOUT_MS = 30000;
+  const REJOIN_TIMEOUT_MS = 5000; // one attempt: open the socket and get `joined`
+  const RESTORE_TIMEOUT_MS = 30000; // after a move, how long to wait for the others' media
+  // The server went away or restarts (1012 follows a `reconnect`): resume the call.
+  const RESUMABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+  // The server ended this connection for good: reconnecting cannot help.
+  const FINAL_CLOSE_CODES = new Set([4401, 4403, 4008]);
 
   // What the user reads for an error code from the server.
   const ERROR_TEXT = {
@@ -51,11 +61,14 @@
   };
 
   class CallError extends Error {
-    constructor(message, code = "") {
+    constructor(message, code = "", status = 0) {
       super(message);
       this.code = code;
+      this.status = status;
     }
   }
+
+  const LOST_TEXT = "The connection to the call server was lost. Please join again.";
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -64,6 +77,7 @@
     name: $("name"),
     join: $("join"),
     status: $("status"),
+    reconnecting: $("reconnecting"),
     tiles: $("tiles"),
     localVideo: $("local-video"),
     localName: $("local-name"),
@@ -76,11 +90,16 @@
   };
 
   const state = {
-    phase: "idle", // idle | joining | joined | leaving
+    phase: "idle", // idle | joining | joined | reconnecting | leaving
     session: 0, // bumped on every teardown; async work of an older session stops
     ws: null,
+    room: "",
     participantId: null,
+    resumeToken: null, // from `joined`: takes this participant's place back after a drop
     leftReason: null,
+    restoring: null, // after a reconnect, until media flows again: {waitingFor (id -> name), timer}
+    reconnects: 0,
+    migrations: 0,
     iceServers: [],
     localStream: null,
     mediaWarning: "",
@@ -158,27 +177,61 @@
     return body.token;
   }
 
-  function openSocket(token) {
+  // `token` is null when resuming: the resume token goes in the `join` instead.
+  function openSocket(token, timeoutMs = REQUEST_TIMEOUT_MS) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${scheme}//${location.host}/v1/rtc?access_token=${encodeURIComponent(token)}`;
+    const query = token ? `?access_token=${encodeURIComponent(token)}` : "";
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url);
-      ws.onopen = () => resolve(ws);
-      ws.onclose = () => reject(new CallError("Cannot reach the call server. Check your connection and try again."));
+      const ws = new WebSocket(`${scheme}//${location.host}/v1/rtc${query}`);
+      const fail = () => {
+        clearTimeout(timer);
+        ws.onopen = ws.onclose = null;
+        ws.close();
+        reject(new CallError("Cannot reach the call server. Check your connection and try again.", "unreachable"));
+      };
+      const timer = setTimeout(fail, timeoutMs);
+      ws.onopen = () => {
+        clearTimeout(timer);
+        resolve(ws);
+      };
+      ws.onclose = fail;
     });
   }
 
-  function send(message) {
-    if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+  function adoptSocket(ws) {
+    state.ws = ws;
+    ws.onmessage = onSocketMessage;
+    ws.onclose = onSocketClosed;
   }
 
-  function request(message) {
+  function dropSocket() {
+    const ws = state.ws;
+    state.ws = null;
+    if (!ws) return;
+    ws.onmessage = ws.onclose = null;
+    ws.close();
+  }
+
+  // While reconnecting, the socket is a resume attempt: only its `join` may go out.
+  function canSend(message) {
+    return state.ws?.readyState === WebSocket.OPEN && (state.phase !== "reconnecting" || message.type === "join");
+  }
+
+  function send(message) {
+    if (canSend(message)) state.ws.send(JSON.stringify(message));
+  }
+
+  function request(message, timeoutMs = REQUEST_TIMEOUT_MS) {
     const requestId = `r${state.nextRequestId++}`;
     return new Promise((resolve, reject) => {
+      if (!canSend(message)) {
+        reject(new CallError(LOST_TEXT, "disconnected"));
+        return;
+      }
       const timer = setTimeout(() => {
         state.pending.delete(requestId);
         reject(new CallError("The call server did not answer in time. Please try again.", "timeout"));
-      }, REQUEST_TIMEOUT_MS);
+      }, timeoutMs);
       state.pending.set(requestId, { resolve, reject, timer });
       send({ ...message, request_id: requestId });
     });
@@ -188,7 +241,7 @@
     const pending = state.pending.get(message.request_id);
     state.pending.delete(message.request_id);
     clearTimeout(pending.timer);
-    if (message.type === "error") pending.reject(new CallError(describe(message), message.code));
+    if (message.type === "error") pending.reject(new CallError(describe(message), message.code, message.status));
     else pending.resolve(message);
   }
 
@@ -208,6 +261,7 @@
     transport_closed: (m) => onTransportClosed(m.transport_id, m.reason),
     data: (m) => showData(m),
     left: (m) => { state.leftReason = m.reason; },
+    reconnect: () => { if (state.phase === "joined") startReconnect(); },
     error: onError,
   };
 
@@ -230,8 +284,19 @@
   }
 
   function onSocketClosed(event) {
+    state.ws = null;
+    if (state.phase === "reconnecting") {
+      // A resume attempt's socket closed: the attempt fails, and is retried unless final.
+      const final = FINAL_CLOSE_CODES.has(event.code);
+      rejectPending(new CallError(CLOSE_TEXT[event.code] || LOST_TEXT, final ? "closed" : "disconnected", final ? 400 : 0));
+      return;
+    }
+    if (canResume(event.code)) {
+      startReconnect();
+      return;
+    }
     const reason = state.leftReason;
-    const text = LEFT_TEXT[reason] || CLOSE_TEXT[event.code] || "The connection to the call server was lost. Please join again.";
+    const text = LEFT_TEXT[reason] || CLOSE_TEXT[event.code] || LOST_TEXT;
     teardown();
     setStatus(text, reason !== "left");
   }
@@ -343,7 +408,9 @@
     }
     publisher.channel = openDataChannel(pc);
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "failed" && session === state.session) {
+      if (session !== state.session || state.publisher !== publisher) return;
+      if (pc.connectionState === "connected") checkRestored();
+      if (pc.connectionState === "failed") {
         setStatus("Your camera and microphone cannot reach the call server. Check your network and join again.", true);
       }
     };
@@ -377,6 +444,8 @@
     clearTimeout(state.timers.get(participantId));
     state.timers.delete(participantId);
     dropSubscription(participantId, false);
+    state.restoring?.waitingFor.delete(participantId);
+    checkRestored();
   }
 
   function onTrackPublished(participantId, track) {
@@ -436,6 +505,7 @@
     subscribe(participantId, tracks, state.session).catch((error) => {
       // The participant stopped publishing or left meanwhile: their events follow.
       if (error.code === "track_not_found" || error.code === "participant_not_found") return;
+      if (error.code === "disconnected") return; // subscribed again once reconnected
       setStatus(`Cannot show ${displayName(participantId)}: ${describe(error)}`, true);
     });
   }
@@ -456,7 +526,9 @@
     }
     pc.ontrack = (event) => attachTrack(sub, event.track);
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "connected") state.retries.delete(participantId);
+      if (pc.connectionState !== "connected" || sub.closed) return;
+      state.retries.delete(participantId);
+      checkRestored();
     };
     let answer;
     try {
@@ -573,9 +645,14 @@
 
   // -- joining and leaving -------------------------------------------------------------
 
-  function onJoined(joined) {
+  function takeJoined(joined) {
     state.participantId = joined.participant.participant_id;
+    state.resumeToken = joined.resume_token || state.resumeToken;
     state.iceServers = joined.ice_servers || [];
+  }
+
+  function onJoined(joined) {
+    takeJoined(joined);
     ui.localName.textContent = `You (${joined.participant.name})`;
     (joined.participants || []).forEach(addParticipant);
   }
@@ -588,6 +665,7 @@
       return;
     }
     const session = state.session;
+    state.room = room;
     state.leftReason = null;
     state.mediaWarning = "";
     setPhase("joining");
@@ -607,15 +685,14 @@
         ws.close();
         return;
       }
-      state.ws = ws;
-      ws.onmessage = onSocketMessage;
-      ws.onclose = onSocketClosed;
+      adoptSocket(ws);
       onJoined(await request({ type: "join", protocol: 1 }));
       setPhase("joined");
       setStatus(state.mediaWarning || `You are in room ${room}.`, Boolean(state.mediaWarning));
       await publish(session);
     } catch (error) {
-      if (session !== state.session) return;
+      // Disconnected while publishing: the reconnect publishes again.
+      if (session !== state.session || error.code === "disconnected") return;
       const joined = state.phase === "joined";
       if (!joined) teardown();
       setStatus(joined ? `Your camera could not be sent: ${describe(error)}` : describe(error), true);
@@ -625,8 +702,10 @@
   async function leave() {
     if (state.phase === "idle" || state.phase === "leaving") return;
     const ws = state.ws;
+    // While reconnecting the socket has not joined yet: there is nobody to say goodbye to.
+    const joined = state.phase !== "reconnecting";
     setPhase("leaving");
-    if (ws?.readyState === WebSocket.OPEN) {
+    if (joined && ws?.readyState === WebSocket.OPEN) {
       ws.onclose = null;
       const closed = new Promise((resolve) => {
         ws.addEventListener("close", resolve);
@@ -641,6 +720,9 @@
 
   function teardown() {
     state.session += 1;
+    clearRestoring();
+    showReconnecting(false);
+    state.resumeToken = null;
     for (const participantId of [...state.subscriptions.keys()]) dropSubscription(participantId, false);
     state.timers.forEach((timer) => clearTimeout(timer));
     state.timers.clear();
@@ -651,14 +733,163 @@
     ui.localVideo.srcObject = null;
     ui.localName.textContent = "You";
     rejectPending(new CallError("You left the call.", "left"));
-    if (state.ws) {
-      state.ws.onmessage = state.ws.onclose = null;
-      state.ws.close();
-      state.ws = null;
-    }
+    dropSocket();
     state.participants.clear();
     state.participantId = null;
     setPhase("idle");
+  }
+
+  // -- reconnecting --------------------------------------------------------------------
+  //
+  // A lost socket is resumed with the resume token, through whichever signalling process
+  // the address reaches now. If the node kept the room (`resumed`), the peer connections
+  // never stopped; if the room moved to another node, everything is published and
+  // subscribed again there. The camera keeps running throughout.
+
+  function canResume(closeCode) {
+    return state.phase === "joined" && Boolean(state.resumeToken) && !state.leftReason
+      && RESUMABLE_CLOSE_CODES.has(closeCode);
+  }
+
+  function isFinal(error) {
+    return error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429;
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function showReconnecting(on) {
+    ui.reconnecting.hidden = !on;
+  }
+
+  function publishingParticipants() {
+    // Dropped again before everyone came back: keep waiting for those too.
+    const waiting = new Map(state.restoring?.waitingFor);
+    for (const info of state.participants.values()) {
+      if (info.tracks.length) waiting.set(info.participant_id, displayName(info.participant_id));
+    }
+    return waiting;
+  }
+
+  function startReconnect() {
+    const waitingFor = publishingParticipants();
+    clearRestoring();
+    dropSocket();
+    setPhase("reconnecting");
+    showReconnecting(true);
+    rejectPending(new CallError(LOST_TEXT, "disconnected"));
+    reconnect(state.session, waitingFor);
+  }
+
+  async function reconnect(session, waitingFor) {
+    const deadline = Date.now() + RECONNECT_TIMEOUT_MS;
+    let delay = RECONNECT_FIRST_DELAY_MS;
+    for (;;) {
+      try {
+        const joined = await rejoin(session);
+        if (session === state.session) resumeCall(joined, session, waitingFor);
+        return;
+      } catch (error) {
+        if (session !== state.session) return;
+        dropSocket();
+        if (isFinal(error) || Date.now() + delay > deadline) {
+          teardown();
+          setStatus(isFinal(error) ? describe(error) : LOST_TEXT, true);
+          return;
+        }
+      }
+      await sleep(delay);
+      if (session !== state.session) return;
+      delay = Math.min(delay * 2, RECONNECT_MAX_DELAY_MS);
+    }
+  }
+
+  async function rejoin(session) {
+    const ws = await openSocket(null, REJOIN_TIMEOUT_MS);
+    if (session !== state.session) {
+      ws.close();
+      throw new CallError("You left the call.", "left");
+    }
+    adoptSocket(ws);
+    return request({ type: "join", protocol: 1, resume: state.resumeToken }, REJOIN_TIMEOUT_MS);
+  }
+
+  function resumeCall(joined, session, waitingFor) {
+    state.reconnects += 1;
+    takeJoined(joined);
+    setPhase("joined");
+    // Set before the media is caught up, so that a participant found gone is no longer awaited.
+    state.restoring = { waitingFor, timer: setTimeout(restoreTimedOut, RESTORE_TIMEOUT_MS) };
+    if (joined.resumed) keepMedia(joined.participants || [], session);
+    else moveMedia(joined.participants || [], session);
+    checkRestored();
+  }
+
+  // Same node: the peer connections carried on; catch up on what happened meanwhile.
+  function keepMedia(participants, session) {
+    const present = new Set(participants.map((p) => p.participant_id));
+    for (const participantId of [...state.participants.keys()]) {
+      if (!present.has(participantId)) removeParticipant(participantId);
+    }
+    for (const info of participants) {
+      addParticipant(info);
+      scheduleSync(info.participant_id);
+    }
+    // A publish cut off before its answer never started: make it again.
+    if (state.publisher && !state.publisher.transportId) {
+      closePublisher();
+      republish(session);
+    }
+  }
+
+  // Another node: none of the old transports exist there.
+  function moveMedia(participants, session) {
+    state.migrations += 1;
+    closePublisher();
+    for (const participantId of [...state.subscriptions.keys()]) dropSubscription(participantId, false);
+    state.timers.forEach((timer) => clearTimeout(timer));
+    state.timers.clear();
+    state.retries.clear();
+    state.participants.clear();
+    // Those who are not here yet are moving too: their participant_joined and
+    // track_published subscribe to them when they arrive.
+    participants.forEach(addParticipant);
+    republish(session);
+  }
+
+  function republish(session) {
+    publish(session).catch((error) => {
+      if (session !== state.session || error.code === "disconnected") return;
+      setStatus(`Your camera could not be sent: ${describe(error)}`, true);
+    });
+  }
+
+  function missingParticipants() {
+    const ids = [...state.restoring.waitingFor.keys()];
+    return ids.filter((id) => state.subscriptions.get(id)?.pc.connectionState !== "connected");
+  }
+
+  // "Reconnecting…" stays up until our media goes out again and the media of everyone
+  // who was publishing before comes in again, or until RESTORE_TIMEOUT_MS.
+  function checkRestored() {
+    if (!state.restoring || state.phase !== "joined") return;
+    if (state.publisher && state.publisher.pc.connectionState !== "connected") return;
+    if (missingParticipants().length === 0) finishRestore();
+  }
+
+  function restoreTimedOut() {
+    const names = missingParticipants().map((id) => state.restoring.waitingFor.get(id));
+    finishRestore();
+    if (names.length) setStatus(`The video of ${names.join(", ")} did not come back.`, true);
+  }
+
+  function finishRestore() {
+    clearRestoring();
+    showReconnecting(false);
+  }
+
+  function clearRestoring() {
+    clearTimeout(state.restoring?.timer);
+    state.restoring = null;
   }
 
   // -- test hook -----------------------------------------------------------------------
@@ -690,7 +921,14 @@
     await Promise.all([...state.subscriptions].map(async ([participantId, sub]) => {
       remote[participantId] = await subscriptionStats(sub);
     }));
-    return { joined: state.phase === "joined", participantId: state.participantId, remote };
+    return {
+      joined: state.phase === "joined",
+      participantId: state.participantId,
+      reconnecting: state.phase === "reconnecting" || state.restoring !== null,
+      reconnects: state.reconnects,
+      migrations: state.migrations,
+      remote,
+    };
   }
 
   // -- start ---------------------------------------------------------------------------

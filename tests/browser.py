@@ -1,0 +1,47 @@
+"""Headless Chromium for the page tests: the binary, its flags, a context, a tab."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@asynccontextmanager
+async def chromium_context(init_script: str | None = None) -> AsyncIterator[Any]:
+    """A browser context with the fake camera and microphone already allowed."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(permissions=["camera", "microphone"])
+            if init_script:
+                await context.add_init_script(init_script)
+            yield context
+            await context.close()
+        finally:
+            await browser.close()
+
+
+async def open_call_page(context: Any, url: str, room: str, name: str, console: list[str]) -> Any:
+    """A tab on /call that joins at once, its console and page errors kept in `console`."""
+    page = await context.new_page()
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    await page.goto(f"{url}/call?{urlencode({'room': room, 'name': name, 'autojoin': '1'})}")
+    return page
