@@ -1,6 +1,6 @@
 """Failover benchmark: how long a call is without media when its SFU node dies.
 
-    python loadtests/bench_failover.py [--kills 10] [--calls 10]
+    python loadtests/bench_failover.py [--kills 10] [--calls 10] [--mode kill|freeze]
 
 A local cluster (real redis-server, two signalling processes, two SFU nodes) carries
 `--calls` 1:1 calls of pre-encoded VP8 + Opus from SDK clients. Each round kills with
@@ -9,6 +9,11 @@ kill to the first complete video frame on the new node in both directions, then
 starts a replacement node so the next round has two nodes again. Prints one JSON
 object per round and a summary: recovery p50/p95/max and calls lost (a call is lost
 when a side gives up or no frame arrives within --give-up seconds).
+
+`--mode freeze` stops the node with SIGSTOP instead: nothing is refused or closed,
+as when a machine hangs or drops off the network, so only the heartbeat's expiry
+(cluster.node_ttl_s, 2 s here) tells the cluster; the frozen node is killed after
+the round.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ async def wait_recovered(calls: list[Call], since: float, give_up: float) -> dic
     return out
 
 
-async def run(kills: int, n_calls: int, give_up: float) -> dict[str, object]:
+async def run(kills: int, n_calls: int, give_up: float, mode: str = "kill") -> dict[str, object]:
     media = {"video": encode_video(320, 240, 15, seconds=2.0, bitrate=250_000), "audio": encode_audio(1.0)}
     tmp = Path(tempfile.mkdtemp(prefix="teller-failover-"))
     cluster = LocalCluster(tmp)
@@ -64,8 +69,13 @@ async def run(kills: int, n_calls: int, give_up: float) -> dict[str, object]:
             moved = [c for c in calls if rooms[c.room]["node_id"] == victim.node_id]
             await asyncio.sleep(1.0)  # steady media before the kill
             killed_at = time.monotonic()
-            victim.kill()
+            if mode == "freeze":
+                victim.pause()
+            else:
+                victim.kill()
             result = await wait_recovered(moved, killed_at, give_up)
+            if mode == "freeze":
+                victim.kill()
             times = [t for t in result.values() if t is not None]
             lost = [room for room, t in result.items() if t is None]
             recoveries += times
@@ -84,6 +94,7 @@ async def run(kills: int, n_calls: int, give_up: float) -> dict[str, object]:
             cluster.wait_nodes(2)
         return {
             "benchmark": "failover",
+            "mode": mode,
             "kills": kills,
             "calls": n_calls,
             "calls_moved": moved_total,
@@ -94,7 +105,7 @@ async def run(kills: int, n_calls: int, give_up: float) -> dict[str, object]:
                 "max": round(max(recoveries), 3) if recoveries else None,
             },
             "node_ttl_s": 2.0,
-            "measure": "SIGKILL of the node -> first complete video frame on the new node, later of both directions per call",
+            "measure": f"{'SIGSTOP' if mode == 'freeze' else 'SIGKILL'} of the node -> first complete video frame on the new node, later of both directions per call",
         }
     finally:
         await end_calls(calls)
@@ -106,8 +117,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--give-up", type=float, default=30.0, help="seconds after which a call counts as lost")
+    parser.add_argument("--mode", choices=("kill", "freeze"), default="kill")
     args = parser.parse_args()
-    summary = asyncio.run(run(args.kills, args.calls, args.give_up))
+    summary = asyncio.run(run(args.kills, args.calls, args.give_up, args.mode))
     print(json.dumps(summary), flush=True)
 
 

@@ -112,9 +112,9 @@ class StateSettings:
 @dataclass
 class ClusterSettings:
     node_url: str = ""
-    heartbeat_interval_s: float = 1.0
-    node_ttl_s: float = 3.0
-    reaper_interval_s: float = 0.5
+    heartbeat_interval_s: float = 0.5
+    node_ttl_s: float = 2.0
+    reaper_interval_s: float = 0.25
     drain_timeout_s: float = 30.0
     upstream_connect_timeout_s: float = 2.0
 
