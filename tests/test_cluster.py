@@ -370,3 +370,13 @@ async def test_bad_input_through_a_signalling_process_harms_no_call(cluster: Loc
         assert all(s.client.reconnects == 0 for s in call.sides)
     finally:
         await end_calls([call])
+
+
+async def test_a_room_made_by_the_api_that_nobody_joins_expires(cluster: LocalCluster) -> None:
+    status, _ = cluster.rest("POST", "/v1/rooms", body={"name": "never-joined", "empty_timeout_s": 1})
+    assert status == 201
+    await wait_until(lambda: cluster.rest("GET", "/v1/rooms/never-joined")[0] == 404, timeout=15)
+    status, kept = cluster.rest("POST", "/v1/rooms", body={"name": "kept", "empty_timeout_s": 600})
+    assert status == 201
+    await asyncio.sleep(2)
+    assert cluster.rest("GET", "/v1/rooms/kept")[0] == 200

@@ -263,8 +263,8 @@ class RoomClient:
             attempt += 1
             try:
                 joined = await self._open(url, {"type": "join", "protocol": 1, "resume": self._resume_token}, 10.0)
-            except ClientError as exc:
-                if exc.code in FINAL_ERRORS:
+            except (ClientError, TimeoutError) as exc:
+                if isinstance(exc, ClientError) and exc.code in FINAL_ERRORS:
                     self.close_reason = exc.code
                     break
                 await asyncio.sleep(delay)

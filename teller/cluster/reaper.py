@@ -58,7 +58,8 @@ class Reaper:
             if owner and owner not in live:
                 dead_nodes.add(owner)
                 released += await self._release(record["name"], owner)
-            elif not owner:
+            elif not owner or not record.get("sid"):
+                # Un-placed, or placed by the REST API but never opened by its node.
                 await self._expire_unplaced(record)
         for node_id in dead_nodes:
             log.warning("node is gone; its rooms move", extra={"node_id": node_id})
@@ -88,6 +89,7 @@ class Reaper:
             return
 
         def drop(current: Record | None) -> Record | None:
-            return None if current is not None and not current.get("node_id") else current
+            idle = current is not None and (not current.get("node_id") or not current.get("sid"))
+            return None if idle else current
 
         await self.store.update_room(record["name"], drop)
