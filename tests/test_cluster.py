@@ -380,3 +380,56 @@ async def test_a_room_made_by_the_api_that_nobody_joins_expires(cluster: LocalCl
     assert status == 201
     await asyncio.sleep(2)
     assert cluster.rest("GET", "/v1/rooms/kept")[0] == 200
+
+
+async def test_whip_and_whep_through_different_signalling_processes(cluster: LocalCluster) -> None:
+    """A body-cam publishes by WHIP through one process, a reviewer plays by WHEP through another."""
+    import aiohttp
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from teller.client import TestPatternTrack, ToneTrack
+
+    from .media import receive
+    from .test_whip_whep import _post_offer
+
+    first, second = cluster.signal_urls
+    publisher = RTCPeerConnection()
+    publisher.addTransceiver(ToneTrack(), direction="sendonly")
+    publisher.addTransceiver(TestPatternTrack(320, 240, 15), direction="sendonly")
+    player = RTCPeerConnection()
+    player.addTransceiver("audio", direction="recvonly")
+    player.addTransceiver("video", direction="recvonly")
+    cam = cluster.issuer.issue(room="field-7", role="officer", name="bodycam")
+    viewer = cluster.issuer.issue(room="field-7", role="reviewer", name="reviewer")
+    async with aiohttp.ClientSession() as http:
+        try:
+            response = await _post_offer(http, f"{first}/whip/field-7", cam, publisher)
+            assert response.status == 201, await response.text()
+            location = response.headers["Location"]
+            assert location.startswith("/whip/field-7/") and response.headers["ETag"]
+            await publisher.setRemoteDescription(RTCSessionDescription(await response.text(), "answer"))
+
+            response = await _post_offer(http, f"{second}/whep/field-7", viewer, player)
+            assert response.status == 201, await response.text()
+            await player.setRemoteDescription(RTCSessionDescription(await response.text(), "answer"))
+            video = next(t.receiver.track for t in player.getTransceivers() if t.kind == "video")
+            got = await receive(video, 2.0, first_timeout=15)
+            assert got.frames > 10 and got.sizes == {(320, 240)}
+            await wait_until(lambda: sorted(p["kind"] for p in cluster.participants("field-7")) == ["whep", "whip"], timeout=5)
+
+            # The session's resource is on the room's node, reached through either process.
+            async with http.delete(f"{second}{location}", headers={"Authorization": f"Bearer {cam}"}) as r:
+                assert r.status == 200
+            await wait_until(lambda: "whip" not in [p["kind"] for p in cluster.participants("field-7")], timeout=10)
+            async with http.delete(f"{first}/whip/nowhere/PA_x", headers={"Authorization": f"Bearer {cam}"}) as r:
+                assert r.status == 403  # a token for another room learns nothing about this one
+            other = cluster.issuer.issue(room="nowhere", role="officer")
+            async with http.delete(f"{first}/whip/nowhere/PA_x", headers={"Authorization": f"Bearer {other}"}) as r:
+                assert r.status == 404 and (await r.json())["error"]["code"] == "session_not_found"
+            # Refused requests placed nothing.
+            async with http.post(f"{first}/whip/unplaced", data="v=0", headers={"Content-Type": "application/sdp"}) as r:
+                assert r.status == 401
+            assert "unplaced" not in cluster.rooms() and "nowhere" not in cluster.rooms()
+        finally:
+            await publisher.close()
+            await player.close()

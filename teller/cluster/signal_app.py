@@ -21,7 +21,8 @@ from ..agent_desk import routes as page_routes
 from ..config import Config
 from ..errors import NotFound, Unauthorized, Unavailable
 from ..signaling.app import base_app
-from ..signaling.auth import bearer
+from ..sfu import validate_room_name
+from ..signaling.auth import authenticate, bearer
 from ..signaling.keys import CONFIG, DIRECTORY, ISSUER, STORE
 from ..signaling.openapi import routes as openapi_routes
 from ..signaling.rest import routes as rest_routes
@@ -65,6 +66,10 @@ async def whip_proxy(request: web.Request) -> web.StreamResponse:
     """WHIP/WHEP go to the room's node as they are; its answer comes back as it is."""
     state = request.app[SIGNAL]
     room = request.match_info["room"]
+    # Checked here as well as on the node, so that a request without a valid token
+    # for this room places nothing and learns nothing about the room.
+    validate_room_name(room)
+    authenticate(request).require_room(room)
     if "resource" in request.match_info:
         record = await state.store.get_room(room)
         if record is None or not record.get("node_url"):
