@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 
 from .. import logs
 from ..config import Config
-from ..errors import BadRequest, Forbidden, TellerError, Unauthorized
+from ..errors import BadRequest, Forbidden, TellerError, Unauthorized, Unavailable
 from ..sfu import validate_room_name
 from ..sfu.participant import new_id
 from ..signaling import protocol
@@ -37,6 +37,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_POLICY = 4008
 CLOSE_RESTART = 1012
+CLOSE_TRY_LATER = 1013
 # Errors from a node that mean "ask another one".
 RETRY_ELSEWHERE = {"node_draining", "room_moved"}
 ATTEMPTS = 4
@@ -94,17 +95,16 @@ class Relay:
                 continue
             break
         try:
-            join, raw = self._read_join(first.data)
+            room_name, forward = self._read_join(first.data)
         except TellerError as exc:
             code = CLOSE_UNAUTHORIZED if isinstance(exc, Unauthorized) else CLOSE_FORBIDDEN if isinstance(exc, Forbidden) else CLOSE_POLICY
             await self._refuse(exc, _request_id(first.data), code)
             return
-        room_name, forward = join
         with logs.bind(room=room_name):
             try:
                 reply = await self._connect(room_name, forward)
             except TellerError as exc:
-                await self._refuse(exc, _request_id(raw), 1013 if exc.status >= 500 else CLOSE_POLICY)
+                await self._refuse(exc, _request_id(first.data), CLOSE_TRY_LATER if exc.status >= 500 else CLOSE_POLICY)
                 return
             await self.client.send_str(reply)
             self.state.relayed_total += 1
@@ -117,7 +117,8 @@ class Relay:
                 if not self.state.relays[self.node_id]:
                     self.state.relays.pop(self.node_id, None)
 
-    def _read_join(self, data: str) -> tuple[tuple[str, str], str]:
+    def _read_join(self, data: str) -> tuple[str, str]:
+        """The room a `join` is for, and the join to forward (with the URL's token in it)."""
         if len(data) > self.state.config.signaling.max_message_bytes:
             raise BadRequest("the join message is too large", code="message_too_large")
         message = protocol.parse(data)
@@ -137,14 +138,14 @@ class Relay:
         body = json.loads(data)
         if not message.resume and not message.token and self.url_token:
             body["token"] = self.url_token
-        return (room, json.dumps(body)), data
+        return room, json.dumps(body)
 
     async def _connect(self, room: str, join: str) -> str:
         """Opens the relay to the room's node and returns the node's answer to the join."""
         state = self.state
         config = state.config
         exclude: set[str] = set()
-        last_error: TellerError | None = None
+        last_error: Unavailable | None = None
         for _ in range(ATTEMPTS):
             _record, node = await place_room(
                 state.store, room, auto_create=config.rooms.auto_create, exclude=frozenset(exclude)
@@ -172,17 +173,18 @@ class Relay:
                 exclude.add(node_id)
                 continue
             if first.type != WSMsgType.TEXT:
+                await upstream.close()
                 exclude.add(node_id)
                 continue
             body = _loads(first.data)
             if body.get("type") == "error" and body.get("code") in RETRY_ELSEWHERE:
                 await upstream.close()
                 exclude.add(node_id)
-                last_error = TellerError(body.get("message", ""), code=body["code"])
+                last_error = Unavailable(body.get("message", ""), code=body["code"])
                 continue
             self.upstream, self.node_id = upstream, node_id
             return first.data
-        raise last_error or TellerError("no media node could take the room; try again", code="no_node_available")
+        raise last_error or Unavailable("no media node could take the room; try again", code="no_node_available")
 
     async def _forget_node(self, node_id: str) -> None:
         """A node that refuses connections is gone, whatever its heartbeat says."""

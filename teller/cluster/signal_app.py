@@ -20,8 +20,8 @@ from .. import logs
 from ..agent_desk import routes as page_routes
 from ..config import Config
 from ..errors import NotFound, Unauthorized, Unavailable
-from ..signaling.app import base_app
 from ..sfu import validate_room_name
+from ..signaling.app import base_app
 from ..signaling.auth import authenticate, bearer
 from ..signaling.keys import CONFIG, DIRECTORY, ISSUER, STORE
 from ..signaling.openapi import routes as openapi_routes
