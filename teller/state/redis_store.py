@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import BusSubscription, LockLost, Record, StateStore, StateUnavailable
-from .memory import (
+from .common import (
     PRIORITY_SPAN,
     QueueSubscription,
     check_priority,
