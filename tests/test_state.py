@@ -517,24 +517,51 @@ async def test_agents(store: StateStore) -> None:
     assert ids(await store.list_agents()) == ["ag0"]
 
 
+async def test_documents(store: StateStore) -> None:
+    assert await store.get_doc("call", "c1") is None
+    assert await store.list_docs("call") == []
+    await store.update_doc("call", "c1", lambda c: {"call_id": "c1", "state": "queued"})
+    await store.update_doc("call", "c0", lambda c: {"call_id": "c0", "state": "queued"})
+    await store.update_doc("wrap_code", "c1", lambda c: {"code": "done"})  # kinds do not mix
+    assert await store.update_doc("call", "c1", lambda c: {**(c or {}), "state": "ringing"}) == {"call_id": "c1", "state": "ringing"}
+    assert [d["call_id"] for d in await store.list_docs("call")] == ["c0", "c1"]
+    assert await store.list_docs("wrap_code") == [{"code": "done"}]
+    assert await store.update_doc("call", "c0", lambda c: None) is None
+    assert [d["call_id"] for d in await store.list_docs("call")] == ["c1"]
+    with pytest.raises(ValueError):
+        await store.get_doc("Bad Kind", "x")
+
+
 # -- no lost updates ----------------------------------------------------------------------
+def _updater(store: StateStore, kind: str) -> Callable[..., Awaitable[Record | None]]:
+    if kind == "doc":
+        return lambda key, change: store.update_doc("call", key, change)
+    return store.update_room if kind == "room" else store.update_agent
+
+
+def _getter(store: StateStore, kind: str) -> Callable[[str], Awaitable[Record | None]]:
+    if kind == "doc":
+        return lambda key: store.get_doc("call", key)
+    return store.get_room if kind == "room" else store.get_agent
+
+
 def _increment(current: Record | None) -> Record:
     return {"count": (current or {}).get("count", 0) + 1}
 
 
-@pytest.mark.parametrize("kind", ["room", "agent"])
+@pytest.mark.parametrize("kind", ["room", "agent", "doc"])
 async def test_concurrent_updates_lose_nothing(backend: Backend, kind: str) -> None:
     """20 tasks increment one counter. For memory this is the whole contract: it is one
     process by definition. Redis also gets the cross-process test below."""
     handles = [await backend.open() for _ in range(4)]
 
     async def worker(handle: StateStore) -> None:
-        update = handle.update_room if kind == "room" else handle.update_agent
+        update = _updater(handle, kind)
         for _ in range(10):
             await update("shared", _increment)
 
     await asyncio.gather(*(worker(handles[i % 4]) for i in range(20)))
-    final = await (handles[0].get_room if kind == "room" else handles[0].get_agent)("shared")
+    final = await _getter(handles[0], kind)("shared")
     assert final == {"count": 200}
 
 
@@ -545,7 +572,8 @@ from teller.state import RedisStore
 async def main(url, prefix, kind, rounds):
     store = RedisStore(url, key_prefix=prefix, op_timeout_s=5.0)
     assert await store.ping()
-    update = store.update_room if kind == "room" else store.update_agent
+    update = (store.update_room if kind == "room" else store.update_agent if kind == "agent"
+              else (lambda key, change: store.update_doc("call", key, change)))
     calls = 0
 
     def increment(current):
@@ -564,7 +592,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
 """
 
 
-@pytest.mark.parametrize("kind", ["room", "agent"])
+@pytest.mark.parametrize("kind", ["room", "agent", "doc"])
 async def test_no_lost_update_across_processes(redis_server: RedisServer, kind: str) -> None:
     prefix = f"t-{uuid.uuid4().hex[:12]}"
     workers = [
@@ -589,7 +617,7 @@ async def test_no_lost_update_across_processes(redis_server: RedisServer, kind: 
     assert calls >= 200  # more means some writes lost a race and were redone
     store = RedisStore(redis_server.url, key_prefix=prefix)
     try:
-        final = await (store.get_room if kind == "room" else store.get_agent)("shared")
+        final = await _getter(store, kind)("shared")
     finally:
         await store.close()
     assert final == {"count": 200}

@@ -180,3 +180,14 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def update_agent(self, agent_id: str, change: Callable[[Record | None], Record | None]) -> Record | None:
         """Same contract as update_room."""
+
+    # -- documents (calls and other contact-centre records) -------------------------------
+    @abc.abstractmethod
+    async def get_doc(self, kind: str, key: str) -> Record | None: ...
+
+    @abc.abstractmethod
+    async def list_docs(self, kind: str) -> list[Record]: ...
+
+    @abc.abstractmethod
+    async def update_doc(self, kind: str, key: str, change: Callable[[Record | None], Record | None]) -> Record | None:
+        """Same contract as update_room, for a document of `kind` (e.g. "call")."""

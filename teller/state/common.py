@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,6 +25,16 @@ SUBSCRIPTION_BUFFER = 10_000
 def json_copy(value: Any) -> Any:
     """A deep copy that also proves the value is JSON, as it must be for Redis."""
     return json.loads(json.dumps(value))
+
+
+KIND = re.compile(r"^[a-z][a-z_]{0,31}$")
+
+
+def check_kind(kind: str) -> str:
+    """Document kinds become key parts: a fixed, small alphabet."""
+    if not isinstance(kind, str) or not KIND.match(kind):
+        raise ValueError(f"a document kind is 1-32 lowercase letters or '_', not {kind!r}")
+    return kind
 
 
 def check_priority(priority: int) -> int:

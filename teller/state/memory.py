@@ -18,6 +18,7 @@ from typing import Any
 
 from .base import BusSubscription, LockLost, Record, StateStore
 from .common import (
+    check_kind,
     QueueSubscription,
     check_priority,
     check_scalar,
@@ -78,6 +79,7 @@ class MemoryStore(StateStore):
         self._queues: dict[str, dict[str, _QueueItem]] = {}
         self._queue_order = 0
         self._agents: dict[str, Record] = {}
+        self._docs: dict[str, dict[str, Record]] = {}
 
     async def close(self) -> None:
         subscriptions = {s for subs in self._subscriptions.values() for s in subs}
@@ -293,6 +295,18 @@ class MemoryStore(StateStore):
 
     async def update_agent(self, agent_id: str, change: Callable[[Record | None], Record | None]) -> Record | None:
         return _apply(self._agents, agent_id, change)
+
+    # -- documents ---------------------------------------------------------------------------
+    async def get_doc(self, kind: str, key: str) -> Record | None:
+        record = self._docs.get(check_kind(kind), {}).get(key)
+        return json_copy(record) if record is not None else None
+
+    async def list_docs(self, kind: str) -> list[Record]:
+        table = self._docs.get(check_kind(kind), {})
+        return [json_copy(table[k]) for k in sorted(table)]
+
+    async def update_doc(self, kind: str, key: str, change: Callable[[Record | None], Record | None]) -> Record | None:
+        return _apply(self._docs.setdefault(check_kind(kind), {}), key, change)
 
 
 def _apply(table: dict[str, Record], key: str, change: Callable[[Record | None], Record | None]) -> Record | None:

@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import BusSubscription, LockLost, Record, StateStore, StateUnavailable
 from .common import (
+    check_kind,
     PRIORITY_SPAN,
     QueueSubscription,
     check_priority,
@@ -583,3 +584,17 @@ class RedisStore(StateStore):
     @_translated
     async def update_agent(self, agent_id: str, change: Callable[[Record | None], Record | None]) -> Record | None:
         return await self._update(self._key("agent", agent_id), self._key("agents"), agent_id, change)
+
+    # -- documents -----------------------------------------------------------------------
+    @_translated
+    async def get_doc(self, kind: str, key: str) -> Record | None:
+        return await self._get_json(self._key("doc", check_kind(kind), key))
+
+    @_translated
+    async def list_docs(self, kind: str) -> list[Record]:
+        check_kind(kind)
+        return await self._list_json(self._key("docs", kind), lambda k: self._key("doc", kind, k))
+
+    @_translated
+    async def update_doc(self, kind: str, key: str, change: Callable[[Record | None], Record | None]) -> Record | None:
+        return await self._update(self._key("doc", check_kind(kind), key), self._key("docs", kind), key, change)
