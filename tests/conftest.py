@@ -23,6 +23,9 @@ from teller.signaling import create_app
 from teller.signaling.keys import NODE
 from teller.signaling.tokens import Grants, TokenIssuer
 
+# The state store on both backends (`backend`, `store`, `peer`, `redis_server`).
+pytest_plugins = ["tests.state_backends"]
+
 SECRET = "tests-only-secret-0123456789abcdef"
 
 

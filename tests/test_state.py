@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,75 +31,15 @@ from teller.state import (
     open_store,
     redis_store,
 )
-from teller.state.memory import QueueSubscription
+from teller.state.common import QueueSubscription
 
 from .redis_server import RedisServer, free_port, redis_binary
+from .state_backends import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- fixtures and helpers -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    if redis_binary() is None:
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server
-
-
-class Backend:
-    """Opens handles on one store's data: for Redis each is its own client, as in
-    another process; in memory they are all the one store, as in the same process."""
-
-    def __init__(self, name: str, settings: StateSettings) -> None:
-        self.name = name
-        self.settings = settings
-        self._memory = MemoryStore() if name == "memory" else None
-        self._opened: list[StateStore] = []
-
-    async def open(self) -> StateStore:
-        if self._memory is not None:
-            return self._memory
-        store = open_store(self.settings)
-        await store.start()
-        self._opened.append(store)
-        return store
-
-    async def close(self) -> None:
-        for store in self._opened:
-            await store.close()
-        if self._memory is not None:
-            await self._memory.close()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        settings = StateSettings(backend="memory")
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        # A prefix per test: tests share one Redis but never see each other's keys.
-        settings = StateSettings(
-            backend="redis", redis_url=server.url, key_prefix=f"t-{uuid.uuid4().hex[:12]}", op_timeout_s=2.0
-        )
-    backend = Backend(request.param, settings)
-    try:
-        yield backend
-    finally:
-        await backend.close()
-
-
-@pytest.fixture
-async def store(backend: Backend) -> StateStore:
-    return await backend.open()
-
-
-@pytest.fixture
-async def peer(backend: Backend, store: StateStore) -> StateStore:
-    """A second handle on the same data (another client for Redis)."""
-    return await backend.open()
-
-
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not await check():

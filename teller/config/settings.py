@@ -120,6 +120,19 @@ class ClusterSettings:
 
 
 @dataclass
+class ContactSettings:
+    catalogue: str = ""
+    ring_timeout_s: float = 20.0
+    wrap_up_s: float = 30.0
+    service_level_s: float = 20.0
+    max_wait_s: float = 600.0
+    overflow_target: str = "callback"
+    elderly_priority: int = 20
+    vip_priority: int = 10
+    transfer_priority: int = 30
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -137,4 +150,5 @@ class Config:
     storage: StorageSettings = field(default_factory=StorageSettings)
     state: StateSettings = field(default_factory=StateSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    contact: ContactSettings = field(default_factory=ContactSettings)
     log: LogSettings = field(default_factory=LogSettings)
