@@ -433,3 +433,39 @@ async def test_whip_and_whep_through_different_signalling_processes(cluster: Loc
         finally:
             await publisher.close()
             await player.close()
+
+
+async def test_the_contact_centre_spans_signalling_processes(cluster: LocalCluster) -> None:
+    """A customer queues through one process, an agent answers through the other."""
+    first, second = cluster.signal_urls
+    customer = cluster.issuer.issue(room="cust-zhao", role="customer", subject="zhao")
+    agent = cluster.issuer.issue(room="desk-ag1", role="agent", subject="ag1")
+    supervisor = cluster.issuer.issue(room="*", role="supervisor", subject="sup")
+
+    def rest(url: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    status, queued = rest(first, "POST", "/v1/calls", customer, {"business": "transfer"})
+    assert status == 201
+    assert rest(second, "PUT", "/v1/agents/ag1", supervisor, {"skills": {"payments": 2}, "languages": ["zh"]})[0] == 200
+    assert rest(second, "POST", "/v1/agents/me/state", agent, {"state": "available"})[0] == 200
+    status, accepted = rest(first, "POST", f"/v1/calls/{queued['call_id']}/accept", agent)
+    assert status == 200 and accepted["agent_id"] == "ag1"
+    status, again = rest(second, "POST", f"/v1/calls/{queued['call_id']}/accept", agent)
+    assert (status, again["error"]["code"]) == (409, "call_not_offered")
+    client = RoomClient(cluster.signal_urls, accepted["token"])
+    joined = await client.connect()
+    assert joined["room"]["name"] == "cust-zhao"
+    await client.close()
+    status, queues = rest(second, "GET", "/v1/queues", supervisor)
+    assert queues["queues"]["payments"]["answered"] == 1

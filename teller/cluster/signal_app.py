@@ -22,6 +22,7 @@ from ..config import Config
 from ..errors import NotFound, Unauthorized, Unavailable
 from ..sfu import validate_room_name
 from ..signaling.app import base_app
+from ..signaling.contact.service import install as install_contact_centre
 from ..signaling.auth import authenticate, bearer
 from ..signaling.keys import CONFIG, DIRECTORY, ISSUER, STORE
 from ..signaling.openapi import routes as openapi_routes
@@ -126,6 +127,7 @@ def create_signal_app(config: Config, *, issuer: TokenIssuer | None = None, stor
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
+    install_contact_centre(app, app[STORE], config)
     app.router.add_get("/v1/rtc", relay_handler)
     for kind in ("whip", "whep"):
         app.router.add_post(f"/{kind}/{{room}}", whip_proxy)

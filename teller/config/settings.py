@@ -133,6 +133,14 @@ class ContactSettings:
 
 
 @dataclass
+class WebhookSettings:
+    urls: list[str] = field(default_factory=list)
+    secret: str = ""
+    timeout_s: float = 5.0
+    max_attempts: int = 8
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -151,4 +159,5 @@ class Config:
     state: StateSettings = field(default_factory=StateSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     contact: ContactSettings = field(default_factory=ContactSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -135,6 +135,10 @@ def create_app(
 
     app.on_startup.append(start_agent)
     app.on_shutdown.append(close_node)
+    if role == "embedded":  # a cluster's signalling processes run it, not its nodes
+        from .contact.service import install
+
+        install(app, app[STORE], config)
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)
     app.add_routes(whip_routes)

@@ -33,6 +33,18 @@ _SDP_CREATED = {
     },
     "content": {"application/sdp": {"schema": {"type": "string"}}},
 }
+_CALL = {"name": "call", "in": "path", "required": True, "schema": {"type": "string"}}
+_AGENT = {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}
+_OBJ = {"type": "object"}
+
+
+def _action(summary: str, *errors: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": summary, "responses": {"200": _json(_OBJ), **_errors(*errors)}}
+    if body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return out
+
+
 _TRICKLE = {"required": True, "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}}}
 
 
@@ -203,6 +215,38 @@ def document() -> dict[str, Any]:
                 "patch": {"summary": "Trickle ICE candidates", "requestBody": _TRICKLE, "responses": {"204": {"description": "Applied"}, **_errors(400, 401, 403, 404, 415)}},
                 "delete": {"summary": "Stop playing", "responses": {"200": {"description": "Ended"}, **_errors(401, 403, 404)}},
             },
+            "/v1/catalogue": {
+                "get": {
+                    "summary": "The business catalogue (public); ?lang=zh|en picks one language",
+                    "security": [],
+                    "parameters": [{"name": "lang", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": _json(_OBJ), **_errors(400)},
+                }
+            },
+            "/v1/calls": {
+                "post": {
+                    "summary": "A customer asks for a business and joins its queue (customer token; its room is the call's room)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["business"], "properties": {"business": {"type": "string"}, "language": {"type": "string"}, "elderly": {"type": "boolean"}, "channel": {"type": "string"}}}}}},
+                    "responses": {"201": _json(_OBJ), **_errors(400, 401, 403, 404, 415, 503)},
+                },
+                "get": {"summary": "Calls, optionally ?state= (supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}},
+            },
+            "/v1/calls/{call}": {
+                "parameters": [_CALL],
+                "get": {"summary": "A call and its place in the queue (its customer, its agents, a supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}},
+                "delete": {"summary": "Cancel a waiting call, or hang up a connected one", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404, 409)}},
+            },
+            "/v1/calls/{call}/accept": {"parameters": [_CALL], "post": _action("Take the call offered to this agent; the reply carries a token for the call's room", 401, 403, 404, 409)},
+            "/v1/calls/{call}/decline": {"parameters": [_CALL], "post": _action("Decline the offered call; it goes to the next agent", 401, 403, 404, 409)},
+            "/v1/calls/{call}/leave": {"parameters": [_CALL], "post": _action("Leave a call others carry on (after a warm transfer, a conference)", 401, 403, 404, 409)},
+            "/v1/calls/{call}/invite": {"parameters": [_CALL], "post": _action("Add a third party (an available agent) to the call", 400, 401, 403, 404, 409, body={"type": "object", "required": ["agent_id"], "properties": {"agent_id": {"type": "string"}}})},
+            "/v1/calls/{call}/transfer": {"parameters": [_CALL], "post": _action("Transfer to an agent or a skill, cold or warm", 400, 401, 403, 404, 409, body={"type": "object", "properties": {"agent_id": {"type": "string"}, "skill": {"type": "string"}, "warm": {"type": "boolean"}}})},
+            "/v1/agents": {"get": {"summary": "Agents with their state (supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}}},
+            "/v1/agents/{agent}": {"parameters": [_AGENT], "put": _action("Register an agent: name, skills {skill: level 1-10}, languages (supervisor)", 400, 401, 403, body={"type": "object", "required": ["skills", "languages"], "properties": {"name": {"type": "string"}, "skills": {"type": "object"}, "languages": {"type": "array", "items": {"type": "string"}}}})},
+            "/v1/agents/me": {"get": {"summary": "This agent: state, offered call, call (agent or reviewer token)", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
+            "/v1/agents/me/state": {"post": _action("Set this agent's state: available, away (with a reason) or offline", 400, 401, 403, 404, 409, body={"type": "object", "required": ["state"], "properties": {"state": {"type": "string"}, "reason": {"type": "string"}}})},
+            "/v1/agents/me/wrap-up": {"post": _action("Finish wrap-up with a code and notes; the agent takes calls again", 400, 401, 403, 404, 409, body={"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}, "notes": {"type": "string"}}})},
+            "/v1/queues": {"get": {"summary": "Per skill: waiting, longest wait, answered, abandoned, service level (supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
         },
     }

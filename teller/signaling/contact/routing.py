@@ -59,26 +59,34 @@ class Router:
 
     # -- agents -------------------------------------------------------------------------
 
-    async def sign_in(self, agent_id: str, name: str, skills: dict[str, int], languages: list[str]) -> Record:
+    async def register(self, agent_id: str, name: str, skills: Any, languages: Any) -> Record:
+        """Who an agent is (a supervisor's say): skills with levels 1-10, languages."""
+        if not isinstance(agent_id, str) or not 0 < len(agent_id) <= 128:
+            raise BadRequest("an agent id is 1-128 characters", code="invalid_message", field="agent_id")
         if not isinstance(skills, dict) or not skills or not all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10 for k, v in skills.items()
         ):
             raise BadRequest("skills map a skill to a level 1-10", code="invalid_message", field="skills")
         if not isinstance(languages, list) or not languages or not all(isinstance(x, str) and 0 < len(x) <= 16 for x in languages):
             raise BadRequest("languages is a list of language codes", code="invalid_message", field="languages")
-        now = self.clock()
         async with self.store.lock(LOCK):
             def change(current: Record | None) -> Record:
-                base = current or {"agent_id": agent_id, "state": "offline", "call_id": None, "offered_call": None}
-                return {
-                    **base, "name": str(name)[:64], "skills": dict(skills), "languages": list(languages),
-                    **({} if base["state"] not in ("offline", "away") else
-                       {"state": "available", "reason": None, "state_since": now, "idle_since": now}),
+                base = current or {
+                    "agent_id": agent_id, "state": "offline", "reason": None, "state_since": self.clock(),
+                    "idle_since": None, "call_id": None, "offered_call": None, "wrap_up_until": None,
                 }
+                return {**base, "name": str(name)[:64], "skills": dict(skills), "languages": list(languages)}
 
-            await self.store.update_agent(agent_id, change)
-        await self.dispatch()
-        return await self.agent(agent_id)  # type: ignore[return-value]
+            agent = await self.store.update_agent(agent_id, change)
+        assert agent is not None
+        return agent
+
+    async def sign_in(self, agent_id: str, name: str, skills: dict[str, int], languages: list[str]) -> Record:
+        """Register and become available at once."""
+        agent = await self.register(agent_id, name, skills, languages)
+        if agent["state"] in ("offline", "away"):
+            return await self.set_state(agent_id, "available")
+        return agent
 
     async def agent(self, agent_id: str) -> Record:
         agent = await self.store.get_agent(agent_id)
@@ -126,6 +134,7 @@ class Router:
         elderly: bool = False,
         vip: bool = False,
         channel: str = "h5",
+        room: str | None = None,
     ) -> Record:
         business = self.catalogue.get(business_id)
         if not isinstance(language, str) or not 0 < len(language) <= 16:
@@ -144,6 +153,8 @@ class Router:
             "elderly": bool(elderly),
             "vip": bool(vip),
             "channel": str(channel)[:32],
+            # The media room the customer waits in and the agent joins.
+            "room": room or f"call-{call_id[3:]}",
             "state": "queued",
             "queued_at": now,
             "offered_to": None,

@@ -1,0 +1,234 @@
+"""REST for the contact centre: customers queue, agents take calls, supervisors watch.
+
+Who may do what comes from the access token: a customer acts on calls it made
+(from its token's room, which becomes the call's room), an agent or reviewer acts as
+the agent named by its token's subject, a supervisor (or a service token) sees
+everything and registers agents. Accepting a call hands the agent a token for the
+call's room, so one agent login opens exactly the calls it is given.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ...errors import BadRequest, Forbidden, UnsupportedMediaType
+from ...state import Record
+from ..auth import authenticate
+from ..keys import CONFIG, ISSUER
+from ..tokens import ANY_ROOM, AccessToken
+from .routing import Router
+
+ROUTER = web.AppKey("router", Router)
+AGENT_ROLES = ("agent", "reviewer")
+SUPERVISOR_ROLES = ("supervisor", "service")
+
+routes = web.RouteTableDef()
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("send application/json", code="unsupported_media_type")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_message")
+    return body
+
+
+def _role(request: web.Request, roles: tuple[str, ...]) -> AccessToken:
+    token = authenticate(request)
+    if token.role not in roles:
+        raise Forbidden(f"this needs a {' or '.join(roles)} token", code="role_forbidden")
+    return token
+
+
+def _supervisor(request: web.Request) -> AccessToken:
+    token = _role(request, SUPERVISOR_ROLES)
+    if token.room != ANY_ROOM:
+        raise Forbidden("supervision needs a token for every room", code="room_forbidden")
+    return token
+
+
+def _router(request: web.Request) -> Router:
+    return request.app[ROUTER]
+
+
+async def _own_call(request: web.Request) -> tuple[AccessToken, Record]:
+    """The call in the path, if this token may see it: its customer, an agent in it, a supervisor."""
+    token = authenticate(request)
+    call = await _router(request).call(request.match_info["call"])
+    if token.role in SUPERVISOR_ROLES and token.room == ANY_ROOM:
+        return token, call
+    if token.role == "customer" and call.get("room") == token.room and call["customer"].get("identity") == token.subject:
+        return token, call
+    if token.role in AGENT_ROLES and token.subject in (*call["parties"], call.get("offered_to"), call.get("transferred_from")):
+        return token, call
+    raise Forbidden("this call is not yours", code="call_forbidden")
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false", code="invalid_message", field=key)
+    return value
+
+
+@routes.get("/v1/catalogue")
+async def catalogue(request: web.Request) -> web.Response:
+    """Public: what a customer can come for, in the language asked."""
+    language = request.query.get("lang")
+    if language is not None and not 0 < len(language) <= 16:
+        raise BadRequest("lang is a language code", code="invalid_message", field="lang")
+    router = _router(request)
+    return web.json_response({"businesses": [b.to_json(language) for b in router.catalogue.businesses.values()]})
+
+
+@routes.post("/v1/calls")
+async def request_call(request: web.Request) -> web.Response:
+    token = _role(request, ("customer",))
+    token.require("publish")
+    body = await _body(request)
+    business = body.get("business")
+    if not isinstance(business, str):
+        raise BadRequest("business is required", code="invalid_message", field="business")
+    call = await _router(request).request(
+        {"identity": token.subject, "name": token.name},
+        business,
+        language=body.get("language", "zh"),
+        elderly=_flag(body, "elderly"),
+        vip=False,  # VIP status is the bank's to say, not the customer's: a service token sets it
+        channel=str(body.get("channel", "h5")),
+        room=token.room,
+    )
+    return web.json_response(call, status=201)
+
+
+@routes.get("/v1/calls/{call}")
+async def get_call(request: web.Request) -> web.Response:
+    _token, call = await _own_call(request)
+    return web.json_response({**call, "queue": await _router(request).position(call["call_id"])})
+
+
+@routes.delete("/v1/calls/{call}")
+async def end_call(request: web.Request) -> web.Response:
+    """The customer cancels a waiting call or hangs up; an agent in the call hangs up."""
+    token, call = await _own_call(request)
+    router = _router(request)
+    if call["state"] in ("queued", "ringing"):
+        if token.role != "customer" and token.role not in SUPERVISOR_ROLES:
+            raise Forbidden("only the customer cancels a waiting call", code="call_forbidden")
+        return web.json_response(await router.cancel(call["call_id"]))
+    reason = "supervisor" if token.role in SUPERVISOR_ROLES else token.role
+    return web.json_response(await router.hang_up(call["call_id"], by=f"{reason}:{token.subject}"))
+
+
+@routes.get("/v1/calls")
+async def list_calls(request: web.Request) -> web.Response:
+    _supervisor(request)
+    state = request.query.get("state")
+    calls = await _router(request).store.list_docs("call")
+    if state:
+        calls = [c for c in calls if c["state"] == state]
+    return web.json_response({"calls": calls})
+
+
+@routes.put("/v1/agents/{agent}")
+async def register_agent(request: web.Request) -> web.Response:
+    """A supervisor says who an agent is: skills with levels, languages."""
+    _supervisor(request)
+    body = await _body(request)
+    agent = await _router(request).register(
+        request.match_info["agent"], str(body.get("name", ""))[:64], body.get("skills"), body.get("languages")
+    )
+    return web.json_response(agent)
+
+
+@routes.get("/v1/agents")
+async def list_agents(request: web.Request) -> web.Response:
+    _supervisor(request)
+    return web.json_response({"agents": await _router(request).store.list_agents()})
+
+
+@routes.get("/v1/agents/me")
+async def me(request: web.Request) -> web.Response:
+    token = _role(request, AGENT_ROLES)
+    return web.json_response(await _router(request).agent(token.subject))
+
+
+@routes.post("/v1/agents/me/state")
+async def set_state(request: web.Request) -> web.Response:
+    token = _role(request, AGENT_ROLES)
+    body = await _body(request)
+    state, reason = body.get("state"), body.get("reason")
+    if not isinstance(state, str) or (reason is not None and not isinstance(reason, str)):
+        raise BadRequest("state (and an optional reason) are strings", code="invalid_message", field="state")
+    return web.json_response(await _router(request).set_state(token.subject, state, reason))
+
+
+@routes.post("/v1/agents/me/wrap-up")
+async def wrap_up(request: web.Request) -> web.Response:
+    token = _role(request, AGENT_ROLES)
+    body = await _body(request)
+    notes = body.get("notes", "")
+    if not isinstance(notes, str):
+        raise BadRequest("notes is text", code="invalid_message", field="notes")
+    return web.json_response(await _router(request).wrap_up(token.subject, body.get("code"), notes))  # type: ignore[arg-type]
+
+
+@routes.post("/v1/calls/{call}/accept")
+async def accept(request: web.Request) -> web.Response:
+    """The agent takes the call offered to it, and gets a token for the call's room."""
+    token = _role(request, AGENT_ROLES)
+    call = await _router(request).accept(token.subject, request.match_info["call"])
+    media = request.app[ISSUER].issue(
+        room=call["room"], role=token.role, subject=token.subject, name=token.name,
+        ttl_s=request.app[CONFIG].auth.default_ttl_s,
+    )
+    return web.json_response({**call, "token": media})
+
+
+@routes.post("/v1/calls/{call}/decline")
+async def decline(request: web.Request) -> web.Response:
+    token = _role(request, AGENT_ROLES)
+    return web.json_response(await _router(request).decline(token.subject, request.match_info["call"]))
+
+
+@routes.post("/v1/calls/{call}/leave")
+async def leave(request: web.Request) -> web.Response:
+    token = _role(request, AGENT_ROLES)
+    return web.json_response(await _router(request).leave(request.match_info["call"], token.subject))
+
+
+@routes.post("/v1/calls/{call}/invite")
+async def invite(request: web.Request) -> web.Response:
+    token = _role(request, AGENT_ROLES)
+    target = (await _body(request)).get("agent_id")
+    if not isinstance(target, str):
+        raise BadRequest("agent_id is required", code="invalid_message", field="agent_id")
+    return web.json_response(await _router(request).invite(request.match_info["call"], token.subject, target))
+
+
+@routes.post("/v1/calls/{call}/transfer")
+async def transfer(request: web.Request) -> web.Response:
+    token = _role(request, AGENT_ROLES)
+    body = await _body(request)
+    to_agent, to_skill = body.get("agent_id"), body.get("skill")
+    if (to_agent is not None and not isinstance(to_agent, str)) or (to_skill is not None and not isinstance(to_skill, str)):
+        raise BadRequest("agent_id or skill is text", code="invalid_message")
+    call = await _router(request).transfer(
+        request.match_info["call"], token.subject, to_agent=to_agent, to_skill=to_skill, warm=_flag(body, "warm")
+    )
+    return web.json_response(call)
+
+
+@routes.get("/v1/queues")
+async def queues(request: web.Request) -> web.Response:
+    _supervisor(request)
+    return web.json_response({"queues": await _router(request).queue_stats()})
