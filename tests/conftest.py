@@ -186,3 +186,20 @@ def cluster(tmp_path: Path) -> Iterator[Any]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Any]]:
+    """RoomClients a test opens; all closed at the end."""
+    opened: list[Any] = []
+    yield opened
+    for client in opened:
+        await client.close()

@@ -15,11 +15,10 @@ import pytest
 from aiohttp import web
 
 from teller.client import RoomClient, TestPatternTrack
-from teller.signaling.tokens import Grants
 from teller.signaling.webhooks import verify
 
 from .conftest import Server, start_in_process, wait_until
-from .test_rest import call, clients, error_code, http  # noqa: F401 (fixtures)
+from .test_rest import call, error_code
 
 WEBHOOK_SECRET = "webhook-secret-0123456789"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,6 @@ from teller.signaling.tokens import Grants
 from .conftest import Server, start_in_process, wait_until
 
 Response = tuple[int, Any]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[RoomClient]]:
-    """RoomClients a test opens; all closed at the end."""
-    opened: list[RoomClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def call(
