@@ -427,7 +427,7 @@ async def test_node_stats_needs_admin_for_every_room(http: aiohttp.ClientSession
 
 # -- OpenAPI ------------------------------------------------------------------------------------
 
-UNDOCUMENTED = {"/", "/call", "/static/{name}"}
+UNDOCUMENTED = {"/", "/call", "/customer", "/desk", "/wallboard", "/static/{name}"}
 
 
 async def test_openapi_document(http: aiohttp.ClientSession, server: Server) -> None:

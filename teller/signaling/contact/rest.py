@@ -10,6 +10,7 @@ call's room, so one agent login opens exactly the calls it is given.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -226,6 +227,62 @@ async def transfer(request: web.Request) -> web.Response:
         request.match_info["call"], token.subject, to_agent=to_agent, to_skill=to_skill, warm=_flag(body, "warm")
     )
     return web.json_response(call)
+
+
+@routes.post("/v1/calls/{call}/confirmations")
+async def request_confirmation(request: web.Request) -> web.Response:
+    """An agent in the call asks the customer to confirm (what, amount, account)."""
+    token = _role(request, AGENT_ROLES)
+    body = await _body(request)
+    confirmation = await _router(request).request_confirmation(
+        request.match_info["call"], token.subject, body.get("what"), body.get("amount"), body.get("account")  # type: ignore[arg-type]
+    )
+    return web.json_response(confirmation, status=201)
+
+
+@routes.post("/v1/calls/{call}/confirmations/{request}")
+async def answer_confirmation(request: web.Request) -> web.Response:
+    """The customer confirms (or refuses), with a signature where the business needs one."""
+    token, call = await _own_call(request)
+    if token.role != "customer":
+        raise Forbidden("only the customer answers a confirmation", code="role_forbidden")
+    body = await _body(request)
+    answer = await _router(request).answer_confirmation(
+        call["call_id"], request.match_info["request"], body.get("accepted"), body.get("signature")  # type: ignore[arg-type]
+    )
+    return web.json_response(answer)
+
+
+@routes.post("/v1/dev/agent")
+async def dev_agent(request: web.Request) -> web.Response:
+    """Demo only (auth.dev_tokens): an agent with every skill, and its token."""
+    config = request.app[CONFIG]
+    if not config.auth.dev_tokens:
+        raise Forbidden("development tokens are disabled", code="dev_tokens_disabled")
+    body = await _body(request)
+    name = body.get("name") or "Agent"
+    role = body.get("role") or "agent"
+    if not isinstance(name, str) or not 0 < len(name) <= 64 or role not in AGENT_ROLES:
+        raise BadRequest("name is 1-64 characters; role is agent or reviewer", code="invalid_message")
+    router = _router(request)
+    agent_id = f"{role}-{secrets.token_hex(4)}"
+    await router.register(agent_id, name, {skill: 5 for skill in router.catalogue.skills()}, ["zh", "en"])
+    token = request.app[ISSUER].issue(room=f"desk-{agent_id}", role=role, subject=agent_id, name=name, ttl_s=config.auth.default_ttl_s)
+    return web.json_response({"token": token, "agent_id": agent_id})
+
+
+@routes.post("/v1/dev/supervisor")
+async def dev_supervisor(request: web.Request) -> web.Response:
+    """Demo only (auth.dev_tokens): a supervisor token for the wallboard."""
+    config = request.app[CONFIG]
+    if not config.auth.dev_tokens:
+        raise Forbidden("development tokens are disabled", code="dev_tokens_disabled")
+    body = await _body(request)
+    name = body.get("name") or "Supervisor"
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        raise BadRequest("name is 1-64 characters", code="invalid_message", field="name")
+    token = request.app[ISSUER].issue(room=ANY_ROOM, role="supervisor", name=name, ttl_s=config.auth.default_ttl_s)
+    return web.json_response({"token": token})
 
 
 @routes.get("/v1/queues")

@@ -13,6 +13,7 @@ against it (the common contact-centre definition).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -33,6 +34,13 @@ OPEN_CALL_STATES = ("queued", "ringing", "connected")
 CALL = "call"
 LOCK = "acd"
 MAX_TEXT = 256
+MAX_SIGNATURE = 200 * 1024
+
+
+def mask_account(account: str) -> str:
+    """Only the last four characters show: what a confirmation screen may display."""
+    tail = account[-4:] if len(account) > 4 else account[-1:]
+    return "*" * max(4, len(account) - len(tail)) + tail
 
 Event = Callable[[str, Record], Any]
 
@@ -385,6 +393,62 @@ class Router:
         if updated is None:
             raise NotFound("no such call", code="call_not_found")
         return updated
+
+    # -- confirmations (evidence) ---------------------------------------------------------------
+
+    async def request_confirmation(self, call_id: str, agent_id: str, what: str, amount: str, account: str) -> Record:
+        """The agent asks the customer to confirm a transaction; the account is masked here."""
+        for name, value, limit in (("what", what, 200), ("amount", amount, 32), ("account", account, 64)):
+            if not isinstance(value, str) or not 0 < len(value) <= limit:
+                raise BadRequest(f"{name} is 1-{limit} characters", code="invalid_message", field=name)
+        async with self.store.lock(LOCK):
+            call = await self.call(call_id)
+            if call["state"] != "connected" or agent_id not in call["parties"]:
+                raise Conflict("only an agent in a connected call asks for confirmation", code="not_in_call")
+            business = self.catalogue.get(call["business"])
+            request = {
+                "request_id": f"CF_{secrets.token_urlsafe(6)}",
+                "what": what,
+                "amount": amount,
+                "account_masked": mask_account(account),
+                "signature_required": "signature" in business.steps,
+                "requested_by": agent_id,
+                "requested_at": self.clock(),
+                "answer": None,
+            }
+            await self._update_call(call_id, confirmations=[*call.get("confirmations", []), request])
+        self._emit("confirmation_requested", {**call, "confirmation": request})
+        return request
+
+    async def answer_confirmation(self, call_id: str, request_id: str, accepted: bool, signature: str | None) -> Record:
+        """The customer's answer, kept as evidence: tap, and a drawn signature where required."""
+        if not isinstance(accepted, bool):
+            raise BadRequest("accepted is true or false", code="invalid_message", field="accepted")
+        if signature is not None and (
+            not isinstance(signature, str) or not signature.startswith("data:image/png;base64,") or len(signature) > MAX_SIGNATURE
+        ):
+            raise BadRequest("signature is a PNG data URL under 200 KB", code="invalid_message", field="signature")
+        async with self.store.lock(LOCK):
+            call = await self.call(call_id)
+            confirmations = call.get("confirmations", [])
+            request = next((c for c in confirmations if c["request_id"] == request_id), None)
+            if request is None:
+                raise NotFound("no such confirmation request", code="confirmation_not_found")
+            if request["answer"] is not None:
+                raise Conflict("already answered", code="already_answered")
+            if accepted and request["signature_required"] and not signature:
+                raise BadRequest("this business needs a signature", code="signature_required", field="signature")
+            answer = {
+                "accepted": accepted,
+                "at": self.clock(),
+                "signature_sha256": hashlib.sha256(signature.encode()).hexdigest() if signature else None,
+            }
+            request = {**request, "answer": answer}
+            await self._update_call(
+                call_id, confirmations=[request if c["request_id"] == request_id else c for c in confirmations]
+            )
+        self._emit("confirmation_answered", {**call, "confirmation": request, "signature": signature})
+        return request
 
     # -- distribution -----------------------------------------------------------------------
 
