@@ -197,3 +197,26 @@ async def test_webhooks_need_a_real_secret(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError):
         await start_in_process(tmp_path, webhooks={"urls": ["http://127.0.0.1:9/hook"], "secret": "short"})
+
+
+async def test_stats_csv_and_a_supervisor_must_say_why_it_ends_a_call(http: aiohttp.ClientSession, server: Server) -> None:
+    cust = customer_token(server, "c9")
+    await register(http, server, "ag-9", {"service": 1})
+    ag = agent_token(server, "ag-9")
+    await call(http, server, "POST", "/v1/agents/me/state", token=ag, json={"state": "available"})
+    status, queued = await call(http, server, "POST", "/v1/calls", token=cust, json={"business": "complaint"})
+    await call(http, server, "POST", f"/v1/calls/{queued['call_id']}/accept", token=ag)
+    sup = supervisor(server)
+    path = f"/v1/calls/{queued['call_id']}"
+    assert error_code(await call(http, server, "DELETE", path, token=sup), 400) == "reason_required"
+    status, ended = await call(http, server, "DELETE", path + "?reason=abusive+language", token=sup)
+    assert status == 200 and ended["end_reason"] == "abusive language" and ended["ended_by"] == "supervisor:sup-1"
+    status, body = await call(http, server, "GET", "/v1/stats?by=business", token=sup)
+    assert status == 200 and body["rows"][0]["group"] == "complaint" and body["rows"][0]["connected"] == 1
+    async with http.get(server.url + "/v1/stats?by=agent&format=csv", headers={"Authorization": f"Bearer {sup}"}) as r:
+        assert r.status == 200 and r.content_type == "text/csv"
+        lines = (await r.text()).splitlines()
+    assert lines[0].split(",")[:3] == ["group", "requests", "connected"] and lines[1].startswith("ag-9,1,1")
+    assert error_code(await call(http, server, "GET", "/v1/stats?by=weekday", token=sup), 400) == "invalid_message"
+    assert error_code(await call(http, server, "GET", "/v1/stats?from=yesterday", token=sup), 400) == "invalid_message"
+    assert error_code(await call(http, server, "GET", "/v1/stats", token=ag), 403) == "role_forbidden"

@@ -322,3 +322,42 @@ async def test_crowd_no_call_twice_none_lost_service_level_right(backend: Backen
         late = sum(1 for c in mine if c["state"] == "abandoned" and c["ended_at"] - c["queued_at"] > 20)
         expected = round(within / (len(answered) + late), 4) if answered or late else None
         assert stats["service_level"] == expected and stats["answered"] == len(answered)
+
+
+async def test_operations_statistics_by_hour_business_and_agent(router: Router, clock: Clock) -> None:
+    from teller.signaling.contact.stats import operations, to_csv
+
+    clock.now = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    await router.sign_in("a1", "A", {"cards": 1, "payments": 1}, ["zh"])
+    first = await customer(router, "c1")  # offered at once
+    clock.advance(10)
+    await router.accept("a1", first)  # waited 10 s
+    clock.advance(60)
+    await router.hang_up(first)  # talked 60 s
+    clock.advance(15)
+    await router.wrap_up("a1", "activated")  # handled 75 s
+    clock.advance(3600)
+    second = await customer(router, "c2", "transfer")
+    clock.advance(30)
+    await router.accept("a1", second)  # waited 30 s
+    third = await customer(router, "c3")
+    clock.advance(5)
+    await router.cancel(third)
+    clock.advance(100)
+    await router.hang_up(second)  # talked 100 s, no wrap-up code yet
+
+    calls = await router.store.list_docs("call")
+    by_hour = operations(calls, "hour")
+    assert [r["group"] for r in by_hour] == ["2023-11-14T22:00Z", "2023-11-14T23:00Z"]
+    assert (by_hour[0]["requests"], by_hour[0]["connected"], by_hour[0]["businesses_done"]) == (1, 1, 1)
+    assert (by_hour[0]["avg_wait_s"], by_hour[0]["avg_talk_s"], by_hour[0]["avg_handle_s"]) == (10.0, 60.0, 75.0)
+    assert (by_hour[1]["requests"], by_hour[1]["connected"], by_hour[1]["abandoned"], by_hour[1]["businesses_done"]) == (2, 1, 1, 0)
+    by_business = {r["group"]: r for r in operations(calls, "business")}
+    assert by_business["transfer"]["max_wait_s"] == 30.0 and by_business["card_activation"]["requests"] == 2
+    by_agent = {r["group"]: r for r in operations(calls, "agent")}
+    assert by_agent["a1"]["connected"] == 2 and by_agent["(none)"]["abandoned"] == 1
+    assert operations(calls, "day", since=clock.now + 1) == []
+    text = to_csv(by_hour).splitlines()
+    assert text[0].startswith("group,requests,connected,abandoned") and len(text) == 3
+    with pytest.raises(BadRequest):
+        operations(calls, "weekday")

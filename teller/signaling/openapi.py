@@ -234,7 +234,7 @@ def document() -> dict[str, Any]:
             "/v1/calls/{call}": {
                 "parameters": [_CALL],
                 "get": {"summary": "A call and its place in the queue (its customer, its agents, a supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}},
-                "delete": {"summary": "Cancel a waiting call, or hang up a connected one", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404, 409)}},
+                "delete": {"summary": "Cancel a waiting call, or hang up a connected one (a supervisor gives ?reason=, which is logged)", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404, 409)}},
             },
             "/v1/calls/{call}/accept": {"parameters": [_CALL], "post": _action("Take the call offered to this agent; the reply carries a token for the call's room", 401, 403, 404, 409)},
             "/v1/calls/{call}/decline": {"parameters": [_CALL], "post": _action("Decline the offered call; it goes to the next agent", 401, 403, 404, 409)},
@@ -250,6 +250,16 @@ def document() -> dict[str, Any]:
             "/v1/calls/{call}/confirmations/{request}": {"parameters": [_CALL, {"name": "request", "in": "path", "required": True, "schema": {"type": "string"}}], "post": _action("The customer's answer, kept as evidence: accepted, and a PNG data-URL signature where the business needs one", 400, 401, 403, 404, 409, body={"type": "object", "required": ["accepted"], "properties": {"accepted": {"type": "boolean"}, "signature": {"type": "string"}}})},
             "/v1/dev/agent": {"post": {"summary": "Demo only (auth.dev_tokens): register an agent with every skill and get its token", "security": [], "responses": {"200": _json(_OBJ), **_errors(400, 403)}}},
             "/v1/dev/supervisor": {"post": {"summary": "Demo only (auth.dev_tokens): a supervisor token", "security": [], "responses": {"200": _json(_OBJ), **_errors(400, 403)}}},
+            "/v1/stats": {"get": {
+                "summary": "Operations figures (requests, connected, abandoned, wait, talk and handle times, businesses done) by hour, day, business or agent (supervisor); ?format=csv",
+                "parameters": [
+                    {"name": "by", "in": "query", "schema": {"type": "string", "enum": ["hour", "day", "business", "agent"]}},
+                    {"name": "from", "in": "query", "schema": {"type": "number"}},
+                    {"name": "to", "in": "query", "schema": {"type": "number"}},
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
+                ],
+                "responses": {"200": {"description": "JSON rows, or CSV", "content": {"application/json": {"schema": _OBJ}, "text/csv": {"schema": {"type": "string"}}}}, **_errors(400, 401, 403)},
+            }},
             "/v1/queues": {"get": {"summary": "Per skill: waiting, longest wait, answered, abandoned, service level (supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
         },

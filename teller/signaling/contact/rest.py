@@ -21,6 +21,7 @@ from ..auth import authenticate
 from ..keys import CONFIG, ISSUER
 from ..tokens import ANY_ROOM, AccessToken
 from .routing import Router
+from .stats import operations, parse_time, to_csv
 
 ROUTER = web.AppKey("router", Router)
 AGENT_ROLES = ("agent", "reviewer")
@@ -126,8 +127,13 @@ async def end_call(request: web.Request) -> web.Response:
         if token.role != "customer" and token.role not in SUPERVISOR_ROLES:
             raise Forbidden("only the customer cancels a waiting call", code="call_forbidden")
         return web.json_response(await router.cancel(call["call_id"]))
-    reason = "supervisor" if token.role in SUPERVISOR_ROLES else token.role
-    return web.json_response(await router.hang_up(call["call_id"], by=f"{reason}:{token.subject}"))
+    role = "supervisor" if token.role in SUPERVISOR_ROLES else token.role
+    reason = request.query.get("reason")
+    if reason is not None and not 0 < len(reason) <= 256:
+        raise BadRequest("reason is 1-256 characters", code="invalid_message", field="reason")
+    if role == "supervisor" and not reason:
+        raise BadRequest("a supervisor ending a call gives a reason (?reason=)", code="reason_required", field="reason")
+    return web.json_response(await router.hang_up(call["call_id"], by=f"{role}:{token.subject}", reason=reason))
 
 
 @routes.get("/v1/calls")
@@ -283,6 +289,25 @@ async def dev_supervisor(request: web.Request) -> web.Response:
         raise BadRequest("name is 1-64 characters", code="invalid_message", field="name")
     token = request.app[ISSUER].issue(room=ANY_ROOM, role="supervisor", name=name, ttl_s=config.auth.default_ttl_s)
     return web.json_response({"token": token})
+
+
+@routes.get("/v1/stats")
+async def stats(request: web.Request) -> web.Response:
+    """Operations figures by hour, day, business or agent; ?format=csv for a spreadsheet."""
+    _supervisor(request)
+    query = request.query
+    rows = operations(
+        await _router(request).store.list_docs("call"),
+        query.get("by", "day"),
+        parse_time(query.get("from"), "from"),
+        parse_time(query.get("to"), "to"),
+    )
+    if query.get("format") == "csv":
+        return web.Response(
+            text=to_csv(rows), content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="teller-stats-{query.get("by", "day")}.csv"'},
+        )
+    return web.json_response({"by": query.get("by", "day"), "rows": rows})
 
 
 @routes.get("/v1/queues")

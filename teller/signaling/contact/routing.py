@@ -273,7 +273,7 @@ class Router:
             await self.store.enqueue(queue_name(call["skill"]), call_id, {"call_id": call_id}, call["priority"])
         return await self._update_call(call_id, state="queued", **fields)
 
-    async def hang_up(self, call_id: str, by: str = "customer") -> Record:
+    async def hang_up(self, call_id: str, by: str = "customer", reason: str | None = None) -> Record:
         """Ends a connected call for everyone in it; each agent goes to wrap-up."""
         now = self.clock()
         async with self.store.lock(LOCK):
@@ -286,7 +286,11 @@ class Router:
                 await self._set_agent(call["offered_to"], "available", now)
             for agent_id in call["parties"]:
                 await self._set_agent(agent_id, "wrap_up", now, wrap_up_until=now + self.settings.wrap_up_s, call_id=call_id)
-            call = await self._update_call(call_id, state="ended", ended_at=now, ended_by=str(by)[:64], offered_to=None)
+            call = await self._update_call(
+                call_id, state="ended", ended_at=now, ended_by=str(by)[:64], end_reason=reason, offered_to=None
+            )
+        if reason:
+            log.warning("call ended by force", extra={"call_id": call_id, "by": by, "reason": reason})
         self._emit("ended", call)
         return call
 
