@@ -151,12 +151,15 @@ class RoomClient:
 
     # -- connection -----------------------------------------------------------------
 
-    async def connect(self, room: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    async def connect(self, room: str | None = None, timeout: float = 10.0, *, hidden: bool = False) -> dict[str, Any]:
+        """Join; `hidden` (supervisors only) joins unseen by customers, to monitor or whisper."""
         self._room = room
         self._session = aiohttp.ClientSession()
         message: dict[str, Any] = {"type": "join", "protocol": 1, "token": self._token}
         if room:
             message["room"] = room
+        if hidden:
+            message["hidden"] = True
         try:
             await self._open(self.url, message, timeout)
         except BaseException:
@@ -319,6 +322,8 @@ class RoomClient:
         request_id = body.get("request_id")
         if kind == "joined":
             self._take_joined(body)
+        elif isinstance(body.get("resume_token"), str):
+            self._resume_token = body["resume_token"]
         if request_id and request_id in self._pending:
             future = self._pending[request_id]
             if not future.done():
@@ -489,6 +494,10 @@ class RoomClient:
         await self.request({"type": "unsubscribe", "transport_id": subscription.transport_id})
         self.subscriptions.pop(subscription.transport_id, None)
         await subscription.pc.close()
+
+    async def reveal(self) -> None:
+        """A hidden supervisor shows itself to everyone (barge-in)."""
+        await self.request({"type": "reveal"})
 
     # -- data ---------------------------------------------------------------------------
 

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("teller.sfu.participant")
 
 
+# Bank staff: they see a hidden (monitoring) participant; customers never do.
+STAFF_ROLES = frozenset({"agent", "reviewer", "supervisor", "service", "officer", "compliance"})
+
+
 @dataclass(frozen=True)
 class Permissions:
     publish: bool = True
@@ -42,8 +46,12 @@ class Participant:
         kind: str = "websocket",
         notify: Callable[[Event], None] | None = None,
         participant_id: str | None = None,
+        hidden: bool = False,
     ) -> None:
         self.id = participant_id or new_id("PA")
+        # A supervisor monitoring or whispering: listed to staff only, and no customer
+        # may subscribe to its tracks, until it reveals itself (barge-in).
+        self.hidden = hidden
         self.identity = identity
         self.name = name
         self.role = role
@@ -61,6 +69,13 @@ class Participant:
         self.left = False
 
     @property
+    def staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    def sees(self, other: Participant) -> bool:
+        return not other.hidden or self.staff or other is self
+
+    @property
     def transport_count(self) -> int:
         return len(self.publishers) + len(self.subscriptions)
 
@@ -76,6 +91,7 @@ class Participant:
             "kind": self.kind,
             "joined_at": round(self.joined_at, 3),
             "connected": self.notify is not None or self.kind != "websocket",
+            "hidden": self.hidden,
             "tracks": [p.info() for p in self.publications()],
         }
 

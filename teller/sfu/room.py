@@ -94,7 +94,7 @@ class Room:
         if self._empty_timer is not None:
             self._empty_timer.cancel()
             self._empty_timer = None
-        self.broadcast(ParticipantJoined(participant.info()), exclude=participant)
+        self.broadcast(ParticipantJoined(participant.info()), exclude=participant, about=participant)
         self.node.changed(self)
         self.node.timeline(
             self, "participant_joined", participant_id=participant.id, identity=participant.identity,
@@ -117,7 +117,7 @@ class Room:
         transports = [p.transport for p in participant.publishers.values()]
         transports += [s.transport for s in participant.subscriptions.values()]
         await asyncio.gather(*(t.close(reason) for t in transports), return_exceptions=True)
-        self.broadcast(ParticipantLeft(participant.id, reason))
+        self.broadcast(ParticipantLeft(participant.id, reason), about=participant)
         self.node.changed(self)
         self.node.timeline(self, "participant_left", participant_id=participant.id, reason=reason)
         log.info("participant left", extra={"participant": participant.id, "reason": reason})
@@ -198,7 +198,7 @@ class Room:
         for publication in publisher.publications:
             self.publications[publication.id] = publication
             publication.on_ended.append(self._publication_ended)
-            self.broadcast(TrackPublished(participant.id, publication.info()), exclude=participant)
+            self.broadcast(TrackPublished(participant.id, publication.info()), exclude=participant, about=participant)
             self.node.stages.publication_added(self, participant, publication)
             info = publication.info()
             self.node.timeline(
@@ -217,7 +217,9 @@ class Room:
     def _publication_ended(self, publication: Publication) -> None:
         self.publications.pop(publication.id, None)
         self.node.stages.publication_removed(self, publication)
-        self.broadcast(TrackUnpublished(publication.participant_id, publication.id))
+        self.broadcast(
+            TrackUnpublished(publication.participant_id, publication.id), about=self.participants.get(publication.participant_id)
+        )
         self.node.changed(self)
         self.node.timeline(self, "track_unpublished", participant_id=publication.participant_id, track_id=publication.id)
 
@@ -241,7 +243,7 @@ class Room:
                 raise BadRequest(
                     "a subscribe offer must receive its media (recvonly)", code="invalid_direction"
                 )
-        candidates = self._subscribable(participant_id, track_ids)
+        candidates = self._subscribable(participant, participant_id, track_ids)
         bindings: dict[str, Publication] = {}
         plans: list[MediaPlan] = []
         for media in offer.media:
@@ -280,19 +282,24 @@ class Room:
         self._watch_connect(transport)
         return subscription, answer
 
-    def _subscribable(self, participant_id: str | None, track_ids: list[str] | None) -> list[Publication]:
+    def _subscribable(self, viewer: Participant, participant_id: str | None, track_ids: list[str] | None) -> list[Publication]:
+        """What `viewer` may receive: never a hidden participant's tracks unless staff."""
         if track_ids:
             out = []
             for track_id in track_ids:
                 publication = self.publications.get(track_id)
-                if publication is None:
+                owner = self.participants.get(publication.participant_id) if publication else None
+                if publication is None or (owner is not None and not viewer.sees(owner)):
                     raise NotFound(f"no track {track_id!r} in this room", code="track_not_found")
                 out.append(publication)
             return out
         if participant_id:
-            return self.get(participant_id).publications()
+            owner = self.get(participant_id)
+            if not viewer.sees(owner):
+                raise NotFound("no such participant in this room", code="participant_not_found")
+            return owner.publications()
         latest = max(
-            (p for p in self.participants.values() if p.publications()),
+            (p for p in self.visible_to(viewer) if p.publications()),
             key=lambda p: max(pub.created_at for pub in p.publishers.values()),
             default=None,
         )
@@ -376,10 +383,29 @@ class Room:
 
     # -- events and lifecycle ---------------------------------------------------------------
 
-    def broadcast(self, event: Event, exclude: Participant | None = None) -> None:
+    def broadcast(self, event: Event, exclude: Participant | None = None, about: Participant | None = None) -> None:
+        """To everyone but `exclude`; news about a hidden participant only to those who may see it."""
         for participant in list(self.participants.values()):
-            if participant is not exclude:
+            if participant is not exclude and (about is None or participant.sees(about)):
                 participant.send_event(event)
+
+    def visible_to(self, viewer: Participant) -> list[Participant]:
+        return [p for p in self.participants.values() if p is not viewer and viewer.sees(p)]
+
+    def reveal(self, participant: Participant) -> None:
+        """Barge-in: a hidden participant becomes an ordinary one, to everyone."""
+        self._require_member(participant)
+        if not participant.hidden:
+            return
+        participant.hidden = False
+        for other in list(self.participants.values()):
+            if other is participant or other.staff:
+                continue  # staff saw it all along
+            other.send_event(ParticipantJoined(participant.info()))
+            for publication in participant.publications():
+                other.send_event(TrackPublished(participant.id, publication.info()))
+        self.node.changed(self)
+        self.node.timeline(self, "participant_revealed", participant_id=participant.id, role=participant.role)
 
     def _require_open(self) -> None:
         if self.closed:

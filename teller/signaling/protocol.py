@@ -29,6 +29,7 @@ class Join(ClientMessage):
     token: str | None
     room: str | None
     resume: str | None = None
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class SendData(ClientMessage):
 @dataclass(frozen=True)
 class Leave(ClientMessage):
     type: ClassVar[str] = "leave"
+
+
+@dataclass(frozen=True)
+class Reveal(ClientMessage):
+    """A hidden (monitoring) participant shows itself to everyone: barge-in."""
+
+    type: ClassVar[str] = "reveal"
 
 
 @dataclass(frozen=True)
@@ -143,8 +151,11 @@ def _join(body: dict[str, Any], rid: str | None) -> Join:
         raise BadRequest(
             f"this server speaks protocol {PROTOCOL_VERSION}", code="unsupported_protocol", field="protocol"
         )
+    hidden = body.get("hidden", False)
+    if not isinstance(hidden, bool):
+        raise BadRequest("hidden must be true or false", code="invalid_message", field="hidden")
     return Join(
-        rid, protocol, _opt_str(body, "token", 4096), _opt_str(body, "room", 64), _opt_str(body, "resume", 4096)
+        rid, protocol, _opt_str(body, "token", 4096), _opt_str(body, "room", 64), _opt_str(body, "resume", 4096), hidden
     )
 
 
@@ -198,5 +209,6 @@ _READERS = {
     "ice_candidate": _ice,
     "data": _data,
     "leave": lambda b, r: Leave(r),
+    "reveal": lambda b, r: Reveal(r),
     "ping": lambda b, r: Ping(r),
 }

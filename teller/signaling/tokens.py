@@ -114,7 +114,7 @@ class TokenIssuer:
         }
         return jwt.encode(claims, self._secret, algorithm=self.ALGORITHM)
 
-    def issue_resume(self, token: AccessToken, room: str, participant_id: str) -> str:
+    def issue_resume(self, token: AccessToken, room: str, participant_id: str, hidden: bool = False) -> str:
         """Lets a client take its place back after its connection or its node is lost.
 
         It carries the access token's identity and grants, for one room and one
@@ -128,6 +128,7 @@ class TokenIssuer:
             "role": token.role,
             "room": room,
             "pid": participant_id,
+            "hid": hidden,
             "grants": asdict(token.grants),
             "iat": int(time.time()),
             "exp": token.expires_at,
@@ -140,7 +141,7 @@ class TokenIssuer:
         participant_id = claims.get("pid")
         if claims.get("typ") != "resume" or not isinstance(participant_id, str) or claims["room"] == ANY_ROOM:
             raise Unauthorized("the resume token is not valid", code="token_invalid")
-        return ResumeClaims(self._access(claims), participant_id)
+        return ResumeClaims(self._access(claims), participant_id, claims.get("hid") is True)
 
     def verify(self, token: str | None) -> AccessToken:
         if not token:
@@ -193,6 +194,7 @@ class ResumeClaims:
 
     token: AccessToken
     participant_id: str
+    hidden: bool = False
 
 
 def resolve_secret(config: Config) -> str:

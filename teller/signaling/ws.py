@@ -224,6 +224,12 @@ class SignalSession:
             delivered = room.send_data(participant, msg.payload, msg.topic, msg.to)
             if msg.request_id:
                 self.send({"type": "ack", "request_id": msg.request_id, "delivered": delivered})
+        elif isinstance(msg, protocol.Reveal):
+            room.reveal(participant)
+            assert self.token is not None
+            # The old resume token would bring it back hidden after a move.
+            resume = self._issuer.issue_resume(self.token, room.name, participant.id, False)
+            self.send({"type": "ack", "request_id": msg.request_id, "resume_token": resume})
         elif isinstance(msg, protocol.Leave):
             self._leaving = True
             await self._leave("left")
@@ -232,9 +238,11 @@ class SignalSession:
         if self.participant is not None:
             raise BadRequest("already joined", code="already_joined")
         resume_id: str | None = None
+        hidden = msg.hidden
         if msg.resume:
             claims = self._issuer.verify_resume(msg.resume)
             token, room_name, resume_id = claims.token, claims.token.room, claims.participant_id
+            hidden = claims.hidden  # a monitoring supervisor stays unseen on the new node
         else:
             token = self._issuer.verify(msg.token or self._url_token)
             room_name = msg.room or token.room
@@ -252,6 +260,8 @@ class SignalSession:
             if isinstance(previous, SignalSession):
                 previous.close(1000, "resumed_elsewhere")
         else:
+            if hidden and not (token.role == "supervisor" or token.grants.admin):
+                raise Forbidden("only a supervisor may join unseen", code="grant_missing")
             participant = Participant(
                 identity=token.subject,
                 name=token.name,
@@ -260,6 +270,7 @@ class SignalSession:
                 kind="websocket",
                 notify=self._notify,
                 participant_id=resume_id if resume_id and resume_id not in room.participants else None,
+                hidden=hidden,
             )
             participant.session = self
             await room.join(participant)
@@ -272,12 +283,10 @@ class SignalSession:
                 "protocol": protocol.PROTOCOL_VERSION,
                 "session_id": self.id,
                 "resumed": resumed,
-                "resume_token": self._issuer.issue_resume(token, room.name, participant.id),
+                "resume_token": self._issuer.issue_resume(token, room.name, participant.id, participant.hidden),
                 "room": room.info(),
                 "participant": participant.info(),
-                "participants": [
-                    p.info() for p in room.participants.values() if p is not participant
-                ],
+                "participants": [p.info() for p in room.visible_to(participant)],
                 "ice_servers": [s.to_json() for s in self._config.ice.servers],
                 "expires_at": token.expires_at,
             }
