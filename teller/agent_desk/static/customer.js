@@ -1,0 +1,1102 @@
+// Teller customer page (/customer): pick a business, queue, meet the agent face to face,
+// see the material the agent pushes, confirm and sign, hang up.
+//
+// REST: docs/contact-centre.md. Signalling: docs/protocol.md, as /static/call.js speaks
+// it (one WebSocket; camera+mic on one publishing peer connection with a data channel;
+// the agent on a subscribing peer connection; a screen share on a publish of its own).
+"use strict";
+
+(() => {
+  const GATHER_TIMEOUT_MS = 2000;
+  const REQUEST_TIMEOUT_MS = 15000;
+  const POLL_MS = 1000;
+  const SUBSCRIBE_DEBOUNCE_MS = 200;
+  const LEAVE_TIMEOUT_MS = 1000;
+  const FONT_STEPS = [1, 1.25, 1.5, 1.75, 2];
+  const LARGE_DEFAULT_STEP = 2;
+  const FINISHED = new Set(["ended", "abandoned", "overflowed"]);
+
+  // All UI text, per language. Another language is one more entry here (and a button).
+  const STRINGS = {
+    zh: {
+      htmlLang: "zh-CN", speechLang: "zh-CN",
+      title: "视频柜台", skip: "跳到主要内容", settings: "设置", language: "语言",
+      largeText: "大字模式", smaller: "A−", bigger: "A+", smallerLabel: "缩小字体", biggerLabel: "放大字体",
+      voice: "语音播报",
+      startHeading: "请选择要办理的业务", nameLabel: "您的姓名", defaultName: "客户",
+      loading: "正在加载业务列表…", catalogueFailed: "业务列表加载失败，请刷新页面重试。",
+      startSpoken: "欢迎使用视频柜台。请选择要办理的业务。",
+      starting: "正在为您排队…",
+      waitingHeading: "正在为您接通坐席", position: "您前面排队", estimated: "预计等待", waited: "已等待",
+      positionValue: (n) => `第 ${n} 位`, seconds: (s) => `${s} 秒`, minutes: (m) => `约 ${m} 分钟`,
+      waitingSpoken: (n) => `已为您排队，您现在排在第 ${n} 位，请稍候。`,
+      cancel: "取消排队", callHeading: "视频通话", agent: "坐席", you: "我", material: "资料",
+      controls: "通话控制",
+      cameraOn: "摄像头：开", cameraOff: "摄像头：关", micOn: "麦克风：开", micOff: "麦克风：关",
+      speakerOn: "扬声器：开", speakerOff: "扬声器：关", screenOn: "停止共享屏幕", screenOff: "共享屏幕",
+      unavailable: (what) => `${what}不可用`, camera: "摄像头", mic: "麦克风",
+      screenFailed: "无法共享屏幕。", hangup: "挂断",
+      connected: "坐席已接通，请面对摄像头。", connectedSpoken: "坐席已接通。",
+      noMedia: "未找到摄像头或麦克风，坐席将看不到或听不到您。",
+      mediaBlocked: "摄像头和麦克风被浏览器阻止，请在浏览器中允许。",
+      endedHeading: "通话已结束", endedText: "感谢您的使用。", cancelledText: "您已取消排队。",
+      restart: "返回首页", endedSpoken: "通话已结束，感谢您的使用。",
+      confirmHeading: "请确认交易", what: "业务", amount: "金额", account: "账户",
+      signHere: "请在下方框内签名", signatureLabel: "签名板", clear: "清除签名",
+      confirm: "确认", refuse: "拒绝", signFirst: "请先签名再确认。",
+      confirmSpoken: (r) => `请确认：${r.what}，金额 ${r.amount}，账户 ${r.account_masked}。`,
+      confirmSent: "您的确认已提交。", refusedSent: "您已拒绝该交易。", confirmFailed: "提交失败，请重试。",
+      lost: "与服务器的连接已断开。", unreachable: "无法连接服务器，请检查网络后重试。",
+      needPlayClick: "请点击页面任意位置以听到坐席的声音。",
+    },
+    en: {
+      htmlLang: "en", speechLang: "en-US",
+      title: "Video counter", skip: "Skip to main content", settings: "Settings", language: "Language",
+      largeText: "Large text", smaller: "A−", bigger: "A+", smallerLabel: "Smaller text", biggerLabel: "Bigger text",
+      voice: "Read aloud",
+      startHeading: "Choose your business", nameLabel: "Your name", defaultName: "Customer",
+      loading: "Loading the businesses…", catalogueFailed: "The businesses could not be loaded. Please reload the page.",
+      startSpoken: "Welcome to the video counter. Please choose your business.",
+      starting: "Putting you in the queue…",
+      waitingHeading: "Connecting you to an agent", position: "Your place in the queue", estimated: "Estimated wait",
+      waited: "Waited",
+      positionValue: (n) => `${n}`, seconds: (s) => `${s} s`, minutes: (m) => `about ${m} min`,
+      waitingSpoken: (n) => `You are in the queue, number ${n}. Please wait.`,
+      cancel: "Cancel", callHeading: "Video call", agent: "Agent", you: "You", material: "Material",
+      controls: "Call controls",
+      cameraOn: "Camera on", cameraOff: "Camera off", micOn: "Microphone on", micOff: "Microphone off",
+      speakerOn: "Speaker on", speakerOff: "Speaker off", screenOn: "Stop sharing", screenOff: "Share screen",
+      unavailable: (what) => `${what} unavailable`, camera: "Camera", mic: "Microphone",
+      screenFailed: "The screen could not be shared.", hangup: "Hang up",
+      connected: "You are connected to an agent. Please face the camera.", connectedSpoken: "You are connected to an agent.",
+      noMedia: "No camera or microphone was found; the agent will not see or hear you.",
+      mediaBlocked: "Camera and microphone are blocked; allow them in the browser.",
+      endedHeading: "The call has ended", endedText: "Thank you.", cancelledText: "You left the queue.",
+      restart: "Back to start", endedSpoken: "The call has ended. Thank you.",
+      confirmHeading: "Please confirm", what: "What", amount: "Amount", account: "Account",
+      signHere: "Please sign in the box below", signatureLabel: "Signature pad", clear: "Clear signature",
+      confirm: "Confirm", refuse: "Refuse", signFirst: "Please sign before you confirm.",
+      confirmSpoken: (r) => `Please confirm: ${r.what}, amount ${r.amount}, account ${r.account_masked}.`,
+      confirmSent: "Your confirmation was sent.", refusedSent: "You refused the transaction.",
+      confirmFailed: "It could not be sent. Please try again.",
+      lost: "The connection to the server was lost.", unreachable: "Cannot reach the server. Check your connection and try again.",
+      needPlayClick: "Click anywhere on the page to hear the agent.",
+    },
+  };
+
+  class PageError extends Error {
+    constructor(message, code = "", status = 0) {
+      super(message);
+      this.code = code;
+      this.status = status;
+    }
+  }
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    status: $("status"),
+    langButtons: [...document.querySelectorAll("[data-lang]")],
+    large: $("large-text"), smaller: $("text-smaller"), bigger: $("text-bigger"), voice: $("voice"),
+    main: $("main"),
+    views: { start: $("view-start"), waiting: $("view-waiting"), call: $("view-call"), ended: $("view-ended") },
+    name: $("name"), businesses: $("businesses"),
+    waitingBusiness: $("waiting-business"), position: $("queue-position"), estimate: $("queue-estimate"),
+    waited: $("queue-waited"), cancel: $("cancel"),
+    remoteVideo: $("remote-video"), remoteName: $("remote-name"), stage: document.querySelector(".stage"),
+    material: $("material"), materialContent: $("material-content"), pointer: $("pointer"),
+    preview: $("preview"), localVideo: $("local-video"),
+    camera: $("toggle-camera"), mic: $("toggle-mic"), speaker: $("toggle-speaker"), screen: $("toggle-screen"),
+    hangup: $("hangup"), endedText: $("ended-text"), restart: $("restart"),
+    dialog: $("confirm"), confirmWhat: $("confirm-what"), confirmAmount: $("confirm-amount"),
+    confirmAccount: $("confirm-account"), signatureBlock: $("signature-block"), signature: $("signature"),
+    signatureClear: $("signature-clear"), confirmError: $("confirm-error"),
+    confirmAccept: $("confirm-accept"), confirmRefuse: $("confirm-refuse"),
+  };
+
+  const state = {
+    lang: "zh",
+    large: false,
+    fontStep: 0,
+    voice: false,
+    catalogue: [],
+    phase: "start", // start | queuing | waiting | call | ending | ended
+    session: 0,
+    token: null,
+    room: "",
+    business: null,
+    callId: null,
+    callState: null,
+    position: null,
+    pollTimer: null,
+    ws: null,
+    participantId: null,
+    iceServers: [],
+    localStream: null,
+    mediaWarning: "",
+    publisher: null, // {pc, channel, transportId, closed}
+    screen: null, // {pc, stream, transportId, closed}
+    participants: new Map(), // participant_id -> info with tracks
+    agentId: null, // the participant subscribed to
+    subscription: null, // {pc, participantId, trackIds, stream, transportId, closed}
+    syncTimer: null,
+    speakerOn: true,
+    material: null, // the current material's id
+    confirmation: null, // {request, state: pending|sending|accepted|refused|error}
+    signed: false,
+    pending: new Map(),
+    nextRequestId: 1,
+  };
+
+  const t = (key) => STRINGS[state.lang][key] ?? STRINGS.en[key] ?? key;
+
+  // -- status, voice, language, large text ----------------------------------------------
+
+  function setStatus(text, isError = false) {
+    ui.status.textContent = text;
+    ui.status.classList.toggle("error", isError);
+  }
+
+  function speak(text) {
+    if (!state.voice || !text || !("speechSynthesis" in window)) return;
+    try {
+      window.speechSynthesis.cancel();
+      const utterance = new SpeechSynthesisUtterance(text);
+      utterance.lang = t("speechLang");
+      window.speechSynthesis.speak(utterance);
+    } catch {
+      // No voice here: the text is on the screen anyway.
+    }
+  }
+
+  function applyLanguage() {
+    document.documentElement.lang = t("htmlLang");
+    document.title = t("title");
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+    for (const button of ui.langButtons) button.setAttribute("aria-pressed", String(button.dataset.lang === state.lang));
+    ui.name.placeholder = t("defaultName");
+    renderControls();
+    renderQueue();
+    renderBusinessName();
+  }
+
+  async function setLanguage(lang) {
+    if (!STRINGS[lang]) return;
+    state.lang = lang;
+    applyLanguage();
+    if (state.phase === "start") {
+      await loadCatalogue();
+      speak(t("startSpoken"));
+    }
+  }
+
+  function applyTextSize() {
+    document.body.classList.toggle("large", state.large);
+    document.documentElement.style.setProperty("--scale", String(FONT_STEPS[state.fontStep]));
+    ui.large.setAttribute("aria-pressed", String(state.large));
+    ui.smaller.hidden = ui.bigger.hidden = !state.large;
+    ui.smaller.disabled = state.fontStep <= 1;
+    ui.bigger.disabled = state.fontStep >= FONT_STEPS.length - 1;
+  }
+
+  function setLarge(on) {
+    state.large = on;
+    state.fontStep = on ? LARGE_DEFAULT_STEP : 0;
+    applyTextSize();
+  }
+
+  function stepText(delta) {
+    state.fontStep = Math.min(FONT_STEPS.length - 1, Math.max(1, state.fontStep + delta));
+    applyTextSize();
+  }
+
+  function showView(name) {
+    for (const [key, view] of Object.entries(ui.views)) view.hidden = key !== name;
+    document.body.dataset.phase = name;
+  }
+
+  // -- REST -------------------------------------------------------------------------------
+
+  async function api(method, path, body, token = state.token) {
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch {
+      throw new PageError(t("unreachable"), "unreachable");
+    }
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const error = data.error || {};
+      throw new PageError(error.message || `HTTP ${response.status}`, error.code, response.status);
+    }
+    return data;
+  }
+
+  async function loadCatalogue() {
+    const lang = state.lang;
+    setStatus(t("loading"));
+    try {
+      const data = await api("GET", `/v1/catalogue?lang=${encodeURIComponent(lang)}`, undefined, null);
+      if (lang !== state.lang) return;
+      state.catalogue = data.businesses || [];
+      renderCatalogue();
+      setStatus("");
+    } catch {
+      setStatus(t("catalogueFailed"), true);
+    }
+  }
+
+  function businessName(business) {
+    const name = business?.name;
+    if (typeof name === "string") return name;
+    return name?.[state.lang] || name?.en || business?.id || "";
+  }
+
+  function renderCatalogue() {
+    ui.businesses.replaceChildren(...state.catalogue.map((business) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "business big";
+      button.dataset.business = business.id;
+      button.textContent = businessName(business);
+      button.addEventListener("click", () => startCall(business));
+      return button;
+    }));
+  }
+
+  function renderBusinessName() {
+    ui.waitingBusiness.textContent = state.business ? businessName(state.catalogue.find((b) => b.id === state.business.id) || state.business) : "";
+  }
+
+  // -- queueing ---------------------------------------------------------------------------
+
+  function randomRoom() {
+    const bytes = new Uint8Array(6);
+    crypto.getRandomValues(bytes);
+    return `cust-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+  }
+
+  async function startCall(business) {
+    if (state.phase !== "start") return;
+    const session = ++state.session;
+    state.phase = "queuing";
+    state.business = business;
+    state.room = randomRoom();
+    for (const button of ui.businesses.querySelectorAll("button")) button.disabled = true;
+    setStatus(t("starting"));
+    const name = ui.name.value.trim() || t("defaultName");
+    try {
+      const issued = await api("POST", "/v1/dev/token", { room: state.room, role: "customer", name }, null);
+      state.token = issued.token;
+      const call = await api("POST", "/v1/calls", { business: business.id, language: state.lang, elderly: state.large, channel: "h5" });
+      if (session !== state.session) return;
+      state.callId = call.call_id;
+      state.callState = call.state;
+      state.phase = "waiting";
+      renderBusinessName();
+      showView("waiting");
+      ui.preview.hidden = false;
+      setStatus("");
+      ui.cancel.focus();
+      poll(session);
+      joinRoom(session).catch((error) => {
+        if (session === state.session) setStatus(error.message, true);
+      });
+    } catch (error) {
+      if (session !== state.session) return;
+      state.phase = "start";
+      for (const button of ui.businesses.querySelectorAll("button")) button.disabled = false;
+      setStatus(error.message, true);
+    }
+  }
+
+  function renderQueue() {
+    const q = state.queue;
+    ui.position.textContent = q?.position ? t("positionValue")(q.position) : "–";
+    ui.estimate.textContent = q && q.estimated_wait_s != null ? formatWait(q.estimated_wait_s) : "–";
+    ui.waited.textContent = q && q.waited_s != null ? t("seconds")(Math.round(q.waited_s)) : "–";
+  }
+
+  function formatWait(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    return s < 60 ? t("seconds")(s) : t("minutes")(Math.ceil(s / 60));
+  }
+
+  async function poll(session, once = false) {
+    if (session !== state.session || !state.callId) return;
+    try {
+      const call = await api("GET", `/v1/calls/${encodeURIComponent(state.callId)}`);
+      if (session !== state.session) return;
+      onCall(call);
+    } catch {
+      // A missed poll is retried next time.
+    }
+    if (!once && session === state.session && !FINISHED.has(state.callState)) {
+      state.pollTimer = setTimeout(() => poll(session), POLL_MS);
+    }
+  }
+
+  function onCall(call) {
+    const before = state.position;
+    state.callState = call.state;
+    state.queue = call.queue || null;
+    state.position = call.queue?.position ?? null;
+    renderQueue();
+    if (state.phase === "waiting" && state.position && before == null) speak(t("waitingSpoken")(state.position));
+    if (call.state === "connected") enterCall();
+    if (FINISHED.has(call.state)) finish(call.state === "abandoned" ? t("cancelledText") : t("endedText"));
+  }
+
+  function enterCall() {
+    if (state.phase !== "waiting") return;
+    state.phase = "call";
+    showView("call");
+    renderControls();
+    setStatus(state.mediaWarning || t("connected"), Boolean(state.mediaWarning));
+    speak(t("connectedSpoken"));
+    ui.hangup.focus();
+    for (const id of state.participants.keys()) scheduleSync(id);
+  }
+
+  async function cancelOrHangUp() {
+    if (!["waiting", "call"].includes(state.phase)) return;
+    const callId = state.callId;
+    state.phase = "ending";
+    try {
+      if (callId) onCall(await api("DELETE", `/v1/calls/${encodeURIComponent(callId)}`));
+    } catch (error) {
+      setStatus(error.message, true);
+    }
+    finish(state.callState === "abandoned" ? t("cancelledText") : t("endedText"));
+  }
+
+  async function finish(text) {
+    if (state.phase === "ended") return;
+    state.phase = "ended";
+    clearTimeout(state.pollTimer);
+    if (ui.dialog.open) ui.dialog.close();
+    await leaveRoom();
+    showView("ended");
+    ui.preview.hidden = true;
+    ui.endedText.textContent = text;
+    setStatus("");
+    speak(t("endedSpoken"));
+    ui.restart.focus();
+  }
+
+  function restart() {
+    state.session += 1;
+    Object.assign(state, {
+      phase: "start", token: null, callId: null, callState: null, position: null, queue: null, business: null,
+      material: null, confirmation: null, agentId: null,
+    });
+    showMaterial(null);
+    showView("start");
+    renderCatalogue();
+    ui.name.focus();
+  }
+
+  // -- signalling (as /static/call.js) -----------------------------------------------------
+
+  function openSocket(token) {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${scheme}//${location.host}/v1/rtc?access_token=${encodeURIComponent(token)}`);
+      const fail = () => {
+        clearTimeout(timer);
+        ws.onopen = ws.onclose = null;
+        ws.close();
+        reject(new PageError(t("unreachable"), "unreachable"));
+      };
+      const timer = setTimeout(fail, REQUEST_TIMEOUT_MS);
+      ws.onopen = () => {
+        clearTimeout(timer);
+        resolve(ws);
+      };
+      ws.onclose = fail;
+    });
+  }
+
+  function send(message) {
+    if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+  }
+
+  function request(message) {
+    const requestId = `r${state.nextRequestId++}`;
+    return new Promise((resolve, reject) => {
+      if (state.ws?.readyState !== WebSocket.OPEN) {
+        reject(new PageError(t("lost"), "disconnected"));
+        return;
+      }
+      const timer = setTimeout(() => {
+        state.pending.delete(requestId);
+        reject(new PageError(t("unreachable"), "timeout"));
+      }, REQUEST_TIMEOUT_MS);
+      state.pending.set(requestId, { resolve, reject, timer });
+      send({ ...message, request_id: requestId });
+    });
+  }
+
+  function rejectPending(error) {
+    for (const pending of state.pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+    state.pending.clear();
+  }
+
+  const HANDLERS = {
+    participant_joined: (m) => addParticipant(m.participant),
+    participant_left: (m) => removeParticipant(m.participant_id),
+    track_published: (m) => onTrackPublished(m.participant_id, m.track),
+    track_unpublished: (m) => onTrackUnpublished(m.participant_id, m.track_id),
+    transport_closed: (m) => onTransportClosed(m.transport_id),
+    data: (m) => onData(m),
+    error: (m) => { if (m.code !== "transport_not_found") setStatus(m.message || m.code, true); },
+  };
+
+  function onSocketMessage(event) {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    const pending = message.request_id && state.pending.get(message.request_id);
+    if (pending) {
+      state.pending.delete(message.request_id);
+      clearTimeout(pending.timer);
+      if (message.type === "error") pending.reject(new PageError(message.message || message.code, message.code, message.status));
+      else pending.resolve(message);
+    } else {
+      HANDLERS[message.type]?.(message);
+    }
+  }
+
+  function onSocketClosed() {
+    state.ws = null;
+    rejectPending(new PageError(t("lost"), "disconnected"));
+    if (state.phase === "waiting" || state.phase === "call") setStatus(t("lost"), true);
+  }
+
+  function newPeerConnection() {
+    const iceServers = state.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+    return new RTCPeerConnection({ iceServers });
+  }
+
+  function iceGatheringDone(pc) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        pc.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      };
+      const check = () => { if (pc.iceGatheringState === "complete") done(); };
+      const timer = setTimeout(done, GATHER_TIMEOUT_MS);
+      pc.addEventListener("icegatheringstatechange", check);
+    });
+  }
+
+  // Offer, wait for ICE gathering, send the offer, apply the answer; null if `holder` closed meanwhile.
+  async function negotiate(pc, holder, buildMessage) {
+    let transportId = null;
+    let offerSent = false;
+    const late = [];
+    const forward = (c) => send({ type: "ice_candidate", transport_id: transportId, ...c });
+    pc.addEventListener("icecandidate", ({ candidate }) => {
+      if (!offerSent) return;
+      const c = candidate
+        ? { candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_mline_index: candidate.sdpMLineIndex }
+        : { candidate: "" };
+      if (transportId) forward(c);
+      else late.push(c);
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringDone(pc);
+    offerSent = true;
+    const answer = await request(buildMessage(pc.localDescription.sdp));
+    holder.transportId = answer.transport_id;
+    if (holder.closed) return null;
+    transportId = answer.transport_id;
+    late.splice(0).forEach(forward);
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    return answer;
+  }
+
+  async function startLocalMedia() {
+    if (!navigator.mediaDevices?.getUserMedia) {
+      state.mediaWarning = t("noMedia");
+      return new MediaStream();
+    }
+    let lastError = null;
+    for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
+      try {
+        return await navigator.mediaDevices.getUserMedia(constraints);
+      } catch (error) {
+        lastError = error;
+        if (error.name === "NotAllowedError") break;
+      }
+    }
+    state.mediaWarning = lastError?.name === "NotAllowedError" ? t("mediaBlocked") : t("noMedia");
+    return new MediaStream();
+  }
+
+  // While waiting: join the call's room and publish camera and microphone at once.
+  async function joinRoom(session) {
+    state.mediaWarning = "";
+    const stream = await startLocalMedia();
+    if (session !== state.session) {
+      stream.getTracks().forEach((track) => track.stop());
+      return;
+    }
+    state.localStream = stream;
+    ui.localVideo.srcObject = stream.getVideoTracks().length ? stream : null;
+    renderControls();
+    if (state.mediaWarning) setStatus(state.mediaWarning, true);
+    const ws = await openSocket(state.token);
+    if (session !== state.session) {
+      ws.close();
+      return;
+    }
+    state.ws = ws;
+    ws.onmessage = onSocketMessage;
+    ws.onclose = onSocketClosed;
+    const joined = await request({ type: "join", protocol: 1 });
+    state.participantId = joined.participant.participant_id;
+    state.iceServers = joined.ice_servers || [];
+    (joined.participants || []).forEach(addParticipant);
+    await publishCamera(session);
+  }
+
+  async function publishCamera(session) {
+    const stream = state.localStream;
+    const pc = newPeerConnection();
+    const publisher = { pc, channel: null, transportId: null, closed: false };
+    state.publisher = publisher;
+    const tracks = [];
+    for (const track of [...stream.getAudioTracks(), ...stream.getVideoTracks()]) {
+      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      tracks.push({ source: track.kind === "audio" ? "microphone" : "camera" });
+    }
+    publisher.channel = pc.createDataChannel("teller");
+    publisher.channel.onmessage = (event) => onChannelMessage(event.data);
+    const answer = await negotiate(pc, publisher, (sdp) => ({ type: "publish", sdp, tracks }));
+    if (answer === null && publisher.transportId && session === state.session) {
+      send({ type: "unpublish", transport_id: publisher.transportId });
+    }
+  }
+
+  async function leaveRoom() {
+    const ws = state.ws;
+    if (ws?.readyState === WebSocket.OPEN) {
+      ws.onclose = null;
+      const closed = new Promise((resolve) => {
+        ws.addEventListener("close", resolve);
+        setTimeout(resolve, LEAVE_TIMEOUT_MS);
+      });
+      send({ type: "leave" });
+      await closed;
+    }
+    teardownMedia();
+  }
+
+  function teardownMedia() {
+    dropSubscription(false);
+    clearTimeout(state.syncTimer);
+    stopScreen(false);
+    for (const holder of [state.publisher]) {
+      if (!holder) continue;
+      holder.closed = true;
+      holder.pc.close();
+    }
+    state.publisher = null;
+    state.localStream?.getTracks().forEach((track) => track.stop());
+    state.localStream = null;
+    ui.localVideo.srcObject = null;
+    rejectPending(new PageError(t("lost"), "left"));
+    if (state.ws) {
+      state.ws.onmessage = state.ws.onclose = null;
+      state.ws.close();
+      state.ws = null;
+    }
+    state.participants.clear();
+    state.participantId = null;
+    state.agentId = null;
+  }
+
+  // -- the agent's media ---------------------------------------------------------------------
+
+  function addParticipant(info) {
+    state.participants.set(info.participant_id, { ...info, tracks: [...(info.tracks || [])] });
+    // Someone else joined the customer's room: that is the agent answering.
+    if (state.phase === "waiting") poll(state.session, true);
+    scheduleSync(info.participant_id);
+  }
+
+  function removeParticipant(participantId) {
+    state.participants.delete(participantId);
+    if (state.subscription?.participantId === participantId) dropSubscription(false);
+    if (state.agentId === participantId) state.agentId = null;
+    chooseAgent();
+  }
+
+  function onTrackPublished(participantId, track) {
+    if (participantId === state.participantId) return;
+    if (!state.participants.has(participantId)) state.participants.set(participantId, { participant_id: participantId, tracks: [] });
+    const info = state.participants.get(participantId);
+    info.tracks = info.tracks.filter((x) => x.track_id !== track.track_id).concat(track);
+    scheduleSync(participantId);
+  }
+
+  function onTrackUnpublished(participantId, trackId) {
+    const info = state.participants.get(participantId);
+    if (!info) return;
+    info.tracks = info.tracks.filter((x) => x.track_id !== trackId);
+    scheduleSync(participantId);
+  }
+
+  function onTransportClosed(transportId) {
+    if (state.subscription?.transportId === transportId) {
+      dropSubscription(false);
+      scheduleSync(state.agentId, 1000);
+    }
+    if (state.screen?.transportId === transportId) stopScreen(false);
+  }
+
+  function scheduleSync(participantId, delay = SUBSCRIBE_DEBOUNCE_MS) {
+    clearTimeout(state.syncTimer);
+    state.syncTimer = setTimeout(chooseAgent, delay);
+  }
+
+  // The agent is the other participant with tracks (the first one found); their camera
+  // and microphone are shown big. Subscribed once connected, or once they publish.
+  function chooseAgent() {
+    if (!["waiting", "call"].includes(state.phase) || !state.ws) return;
+    const publishing = [...state.participants.values()].filter((p) => p.participant_id !== state.participantId && p.tracks.length);
+    const agent = publishing.find((p) => p.participant_id === state.agentId) || publishing[0];
+    if (!agent) {
+      dropSubscription(true);
+      return;
+    }
+    if (state.phase === "waiting") enterCall();
+    state.agentId = agent.participant_id;
+    ui.remoteName.textContent = agent.name || t("agent");
+    // Only the camera and microphone: a screen share of the agent would come as a second video.
+    const tracks = agent.tracks.filter((x) => x.source !== "screen");
+    const chosen = ["audio", "video"].map((kind) => tracks.find((x) => x.kind === kind)).filter(Boolean);
+    const sub = state.subscription;
+    if (sub && sub.participantId === agent.participant_id && chosen.every((x) => sub.trackIds.has(x.track_id))) return;
+    dropSubscription(true);
+    if (chosen.length) subscribe(agent.participant_id, chosen, state.session).catch(() => scheduleSync(agent.participant_id, 1000));
+  }
+
+  async function subscribe(participantId, tracks, session) {
+    const pc = newPeerConnection();
+    const sub = { pc, participantId, trackIds: new Set(tracks.map((x) => x.track_id)), stream: new MediaStream(), transportId: null, closed: false };
+    state.subscription = sub;
+    for (const track of tracks) pc.addTransceiver(track.kind, { direction: "recvonly" });
+    pc.ontrack = (event) => {
+      sub.stream.addTrack(event.track);
+      if (ui.remoteVideo.srcObject !== sub.stream) ui.remoteVideo.srcObject = sub.stream;
+      ui.remoteVideo.muted = !state.speakerOn;
+      play(ui.remoteVideo);
+    };
+    let answer;
+    try {
+      answer = await negotiate(pc, sub, (sdp) => ({ type: "subscribe", sdp, track_ids: tracks.map((x) => x.track_id) }));
+    } catch (error) {
+      if (sub.closed || session !== state.session) return;
+      dropSubscription(true);
+      throw error;
+    }
+    if (answer === null && sub.transportId && session === state.session) send({ type: "unsubscribe", transport_id: sub.transportId });
+  }
+
+  function dropSubscription(tellServer) {
+    const sub = state.subscription;
+    if (!sub) return;
+    state.subscription = null;
+    sub.closed = true;
+    sub.pc.close();
+    ui.remoteVideo.srcObject = null;
+    if (tellServer && sub.transportId) send({ type: "unsubscribe", transport_id: sub.transportId });
+  }
+
+  function play(video) {
+    video.play().catch((error) => {
+      if (error.name !== "NotAllowedError") return;
+      video.muted = true;
+      video.play().catch(() => {});
+      setStatus(t("needPlayClick"));
+      document.addEventListener("click", () => {
+        video.muted = !state.speakerOn;
+        video.play().catch(() => {});
+      }, { once: true });
+    });
+  }
+
+  // -- controls ---------------------------------------------------------------------------------
+
+  function localTracks(kind) {
+    if (!state.localStream) return [];
+    return kind === "audio" ? state.localStream.getAudioTracks() : state.localStream.getVideoTracks();
+  }
+
+  function renderToggle(button, kind, onKey, offKey, nameKey) {
+    const tracks = localTracks(kind);
+    const on = tracks.length > 0 && tracks[0].enabled;
+    button.disabled = tracks.length === 0;
+    button.textContent = tracks.length === 0 ? t("unavailable")(t(nameKey)) : t(on ? onKey : offKey);
+    button.setAttribute("aria-pressed", String(on));
+  }
+
+  function renderControls() {
+    renderToggle(ui.camera, "video", "cameraOn", "cameraOff", "camera");
+    renderToggle(ui.mic, "audio", "micOn", "micOff", "mic");
+    ui.speaker.textContent = t(state.speakerOn ? "speakerOn" : "speakerOff");
+    ui.speaker.setAttribute("aria-pressed", String(state.speakerOn));
+    const sharing = Boolean(state.screen);
+    ui.screen.textContent = t(sharing ? "screenOn" : "screenOff");
+    ui.screen.setAttribute("aria-pressed", String(sharing));
+    ui.screen.disabled = !navigator.mediaDevices?.getDisplayMedia;
+  }
+
+  function toggleLocal(kind) {
+    const tracks = localTracks(kind);
+    if (!tracks.length) return;
+    const on = !tracks[0].enabled;
+    tracks.forEach((track) => { track.enabled = on; });
+    renderControls();
+  }
+
+  function toggleSpeaker() {
+    state.speakerOn = !state.speakerOn;
+    ui.remoteVideo.muted = !state.speakerOn;
+    renderControls();
+  }
+
+  async function toggleScreen() {
+    if (state.screen) {
+      stopScreen(true);
+      return;
+    }
+    const session = state.session;
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    } catch {
+      setStatus(t("screenFailed"), true);
+      return;
+    }
+    if (session !== state.session || !state.ws) {
+      stream.getTracks().forEach((track) => track.stop());
+      return;
+    }
+    const pc = newPeerConnection();
+    const screen = { pc, stream, transportId: null, closed: false };
+    state.screen = screen;
+    renderControls();
+    const track = stream.getVideoTracks()[0];
+    track.addEventListener("ended", () => { if (state.screen === screen) stopScreen(true); });
+    pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    try {
+      const answer = await negotiate(pc, screen, (sdp) => ({ type: "publish", sdp, tracks: [{ source: "screen", name: "screen" }] }));
+      if (answer === null && screen.transportId) send({ type: "unpublish", transport_id: screen.transportId });
+    } catch {
+      if (state.screen === screen) stopScreen(false);
+      setStatus(t("screenFailed"), true);
+    }
+  }
+
+  function stopScreen(tellServer) {
+    const screen = state.screen;
+    if (!screen) return;
+    state.screen = null;
+    screen.closed = true;
+    screen.stream.getTracks().forEach((track) => track.stop());
+    screen.pc.close();
+    if (tellServer && screen.transportId) send({ type: "unpublish", transport_id: screen.transportId });
+    renderControls();
+  }
+
+  // -- data: material, pointer, confirmation -----------------------------------------------------
+
+  function onChannelMessage(data) {
+    if (typeof data !== "string") return;
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (message.type === "data") onData(message);
+  }
+
+  function onData(message) {
+    const payload = message.payload;
+    if (message.topic === "material") showMaterial(payload);
+    else if (message.topic === "pointer") showPointer(payload);
+    else if (message.topic === "confirm_request") openConfirmation(payload);
+  }
+
+  function safeUrl(url) {
+    if (typeof url !== "string") return "";
+    try {
+      const parsed = new URL(url, location.href);
+      return ["http:", "https:", "data:", "blob:"].includes(parsed.protocol) ? parsed.href : "";
+    } catch {
+      return "";
+    }
+  }
+
+  // Built from elements and text nodes: an agent's text is never parsed as markup.
+  function showMaterial(material) {
+    showPointer(null);
+    if (!material || typeof material !== "object") {
+      state.material = null;
+      ui.materialContent.replaceChildren();
+      ui.material.hidden = true;
+      ui.stage.classList.remove("with-material");
+      return;
+    }
+    const parts = [];
+    if (material.title) {
+      const title = document.createElement("h3");
+      title.className = "title";
+      title.textContent = String(material.title);
+      parts.push(title);
+    }
+    if (material.kind === "slide") {
+      const list = document.createElement("ul");
+      for (const bullet of Array.isArray(material.bullets) ? material.bullets : []) {
+        const item = document.createElement("li");
+        item.textContent = String(bullet);
+        list.append(item);
+      }
+      parts.push(list);
+      if (material.text) parts.push(paragraph(material.text));
+    } else if (material.kind === "image") {
+      const img = document.createElement("img");
+      img.src = safeUrl(material.url);
+      img.alt = String(material.title || material.text || t("material"));
+      parts.push(img);
+    } else if (material.kind === "video") {
+      const video = document.createElement("video");
+      video.src = safeUrl(material.url);
+      video.controls = true;
+      video.playsInline = true;
+      parts.push(video);
+    } else if (material.text != null) {
+      parts.push(paragraph(material.text));
+    }
+    state.material = material.id ?? null;
+    ui.materialContent.replaceChildren(...parts);
+    ui.material.hidden = false;
+    ui.stage.classList.add("with-material");
+    speak([material.title, ...(material.kind === "slide" && Array.isArray(material.bullets) ? material.bullets : []), material.kind === "text" ? material.text : ""].filter(Boolean).join("。"));
+  }
+
+  function paragraph(text) {
+    const p = document.createElement("p");
+    p.textContent = String(text);
+    return p;
+  }
+
+  function showPointer(position) {
+    const x = Number(position?.x);
+    const y = Number(position?.y);
+    if (!position || !Number.isFinite(x) || !Number.isFinite(y)) {
+      ui.pointer.hidden = true;
+      return;
+    }
+    ui.pointer.style.left = `${Math.min(1, Math.max(0, x)) * 100}%`;
+    ui.pointer.style.top = `${Math.min(1, Math.max(0, y)) * 100}%`;
+    ui.pointer.hidden = false;
+  }
+
+  function openConfirmation(request) {
+    if (!request?.request_id) return;
+    state.confirmation = { request, state: "pending" };
+    ui.confirmWhat.textContent = String(request.what ?? "");
+    ui.confirmAmount.textContent = String(request.amount ?? "");
+    ui.confirmAccount.textContent = String(request.account_masked ?? "");
+    ui.signatureBlock.hidden = !request.signature_required;
+    ui.confirmError.textContent = "";
+    clearSignature();
+    setConfirmButtons(false);
+    if (!ui.dialog.open) ui.dialog.showModal();
+    (request.signature_required ? ui.signature : ui.confirmAccept).focus();
+    speak(t("confirmSpoken")(request) + (request.signature_required ? t("signHere") : ""));
+  }
+
+  function setConfirmButtons(disabled) {
+    ui.confirmAccept.disabled = ui.confirmRefuse.disabled = disabled;
+  }
+
+  async function answerConfirmation(accepted) {
+    const confirmation = state.confirmation;
+    if (!confirmation || confirmation.state !== "pending") return;
+    const { request } = confirmation;
+    const body = { accepted };
+    if (accepted && request.signature_required) {
+      if (!state.signed) {
+        ui.confirmError.textContent = t("signFirst");
+        speak(t("signFirst"));
+        return;
+      }
+      body.signature = ui.signature.toDataURL("image/png");
+    }
+    confirmation.state = "sending";
+    setConfirmButtons(true);
+    try {
+      await api("POST", `/v1/calls/${encodeURIComponent(state.callId)}/confirmations/${encodeURIComponent(request.request_id)}`, body);
+    } catch (error) {
+      confirmation.state = "pending";
+      setConfirmButtons(false);
+      ui.confirmError.textContent = `${t("confirmFailed")} ${error.message}`;
+      return;
+    }
+    confirmation.state = accepted ? "accepted" : "refused";
+    sendData({ request_id: request.request_id, accepted }, "confirm_done");
+    ui.dialog.close();
+    setStatus(t(accepted ? "confirmSent" : "refusedSent"));
+    speak(t(accepted ? "confirmSent" : "refusedSent"));
+    ui.hangup.focus();
+  }
+
+  function sendData(payload, topic) {
+    const body = { payload, topic };
+    const channel = state.publisher?.channel;
+    if (channel?.readyState === "open") channel.send(JSON.stringify(body));
+    else send({ type: "data", ...body });
+  }
+
+  // -- signature pad ------------------------------------------------------------------------------
+
+  function clearSignature() {
+    const ctx = ui.signature.getContext("2d");
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, ui.signature.width, ui.signature.height);
+    state.signed = false;
+  }
+
+  function setUpSignaturePad() {
+    const canvas = ui.signature;
+    const ctx = canvas.getContext("2d");
+    let drawing = null;
+    const point = (event) => {
+      const rect = canvas.getBoundingClientRect();
+      return [(event.clientX - rect.left) * (canvas.width / rect.width), (event.clientY - rect.top) * (canvas.height / rect.height)];
+    };
+    canvas.addEventListener("pointerdown", (event) => {
+      event.preventDefault();
+      canvas.setPointerCapture?.(event.pointerId);
+      drawing = point(event);
+    });
+    canvas.addEventListener("pointermove", (event) => {
+      if (!drawing) return;
+      const next = point(event);
+      ctx.strokeStyle = "#000";
+      ctx.lineWidth = 4;
+      ctx.lineCap = ctx.lineJoin = "round";
+      ctx.beginPath();
+      ctx.moveTo(...drawing);
+      ctx.lineTo(...next);
+      ctx.stroke();
+      drawing = next;
+      state.signed = true;
+      ui.confirmError.textContent = "";
+    });
+    const stop = () => { drawing = null; };
+    canvas.addEventListener("pointerup", stop);
+    canvas.addEventListener("pointercancel", stop);
+    canvas.addEventListener("pointerleave", stop);
+    ui.signatureClear.addEventListener("click", clearSignature);
+    clearSignature();
+  }
+
+  // -- test hook ----------------------------------------------------------------------------------
+
+  async function decodedFrames() {
+    const sub = state.subscription;
+    if (!sub) return 0;
+    let frames = 0;
+    try {
+      (await sub.pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded || 0;
+      });
+    } catch {
+      return 0;
+    }
+    return frames;
+  }
+
+  async function stats() {
+    return {
+      phase: state.phase,
+      lang: state.lang,
+      large: state.large,
+      callId: state.callId,
+      callState: state.callState,
+      position: state.position,
+      participantId: state.participantId,
+      published: Boolean(state.publisher?.transportId),
+      dataChannel: state.publisher?.channel?.readyState || null,
+      agentParticipantId: state.subscription?.participantId || null,
+      decodedFrames: await decodedFrames(),
+      material: state.material,
+      confirmation: state.confirmation
+        ? { requestId: state.confirmation.request.request_id, state: state.confirmation.state }
+        : null,
+    };
+  }
+
+  // -- start --------------------------------------------------------------------------------------
+
+  function init() {
+    const params = new URLSearchParams(location.search);
+    const lang = params.get("lang");
+    if (STRINGS[lang]) state.lang = lang;
+    else if (!lang && (navigator.language || "").toLowerCase().startsWith("en")) state.lang = "en";
+    if (params.get("large") === "1") setLarge(true);
+    if (params.get("name")) ui.name.value = params.get("name").slice(0, 64);
+    for (const button of ui.langButtons) button.addEventListener("click", () => setLanguage(button.dataset.lang));
+    ui.large.addEventListener("click", () => setLarge(!state.large));
+    ui.smaller.addEventListener("click", () => stepText(-1));
+    ui.bigger.addEventListener("click", () => stepText(1));
+    ui.voice.addEventListener("click", () => {
+      state.voice = !state.voice;
+      ui.voice.setAttribute("aria-pressed", String(state.voice));
+      if (state.voice) speak(t("voice"));
+      else if ("speechSynthesis" in window) window.speechSynthesis.cancel();
+    });
+    ui.cancel.addEventListener("click", cancelOrHangUp);
+    ui.hangup.addEventListener("click", cancelOrHangUp);
+    ui.restart.addEventListener("click", restart);
+    ui.camera.addEventListener("click", () => toggleLocal("video"));
+    ui.mic.addEventListener("click", () => toggleLocal("audio"));
+    ui.speaker.addEventListener("click", toggleSpeaker);
+    ui.screen.addEventListener("click", toggleScreen);
+    ui.confirmAccept.addEventListener("click", () => answerConfirmation(true));
+    ui.confirmRefuse.addEventListener("click", () => answerConfirmation(false));
+    // Escape must not dismiss an unanswered confirmation.
+    ui.dialog.addEventListener("cancel", (event) => event.preventDefault());
+    setUpSignaturePad();
+    window.addEventListener("pagehide", () => {
+      send({ type: "leave" });
+      teardownMedia();
+    });
+    applyTextSize();
+    applyLanguage();
+    showView("start");
+    loadCatalogue();
+  }
+
+  window.teller = { state, stats };
+
+  init();
+})();

@@ -1,0 +1,243 @@
+"""The agent desk (/desk) and the supervisor wallboard (/wallboard) in headless Chromium.
+
+The customer is played by REST and the Python SDK: it queues, publishes a test
+pattern, receives the agent's camera, the pushed material and the confirmation
+request, and answers the confirmation as the customer page would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from teller.client import RoomClient, TestPatternTrack, ToneTrack
+
+from .browser import CHROMIUM, chromium_context
+from .conftest import Server
+from .media import receive
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+expect = playwright_api.expect
+expect.set_options(timeout=15_000)
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT = 20.0
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# A 1x1 PNG: the customer's "signature".
+PNG_DATA_URL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.fixture
+async def browser_context() -> AsyncIterator[Any]:
+    async with chromium_context() as context:
+        yield context
+
+
+async def rest(http: aiohttp.ClientSession, server: Server, method: str, path: str, token: str | None = None,
+               json: Any = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, server.url + path, json=json, headers=headers) as response:
+        return response.status, await response.json()
+
+
+def supervisor(server: Server) -> str:
+    return server.issuer.issue(room="*", role="supervisor", subject="sup-1", name="Supervisor")
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = TIMEOUT, debug: Callable[[], Any] | None = None) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = debug() if debug else ""
+            if asyncio.iscoroutine(extra):
+                extra = await extra
+            raise AssertionError(f"{what} not within {timeout} s\n{extra}")
+        await asyncio.sleep(0.1)
+
+
+def page_console(page: Any) -> list[str]:
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    return console
+
+
+async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
+    server: Server, browser_context: Any, http: aiohttp.ClientSession
+) -> None:
+    # The customer queues for a transfer and waits in its room with a test pattern.
+    cust = server.issuer.issue(room="cust-x", role="customer", subject="x", name="Ms X")
+    status, queued = await rest(http, server, "POST", "/v1/calls", cust, {"business": "transfer", "language": "en"})
+    assert status == 201, queued
+    call_id = queued["call_id"]
+    customer = RoomClient(server.url, cust)
+    received: list[dict[str, Any]] = []
+    customer.on("data", received.append)
+    await customer.connect()
+    try:
+        await customer.publish([ToneTrack(), TestPatternTrack(320, 240, 15)])
+
+        page = await browser_context.new_page()
+        console = page_console(page)
+
+        async def stats() -> dict[str, Any]:
+            return await page.evaluate("window.teller.stats()")
+
+        async def debug() -> str:
+            return f"stats: {await stats()}\nstatus: {await page.text_content('#status')!r}\nconsole: {console[-20:]}"
+
+        await page.goto(f"{server.url}/desk")
+        await page.get_by_label("Your name").fill("Agent Kim")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.locator("#agent-bar")).to_be_visible()
+        await page.get_by_label("Set state").select_option("available")
+        await page.get_by_role("button", name="Set", exact=True).click()
+
+        # The offer: business, customer, channel; accepted with a click.
+        await expect(page.locator("#incoming")).to_be_visible(timeout=TIMEOUT * 1000)
+        await expect(page.locator("#in-business")).to_have_text("Transfer")
+        await expect(page.locator("#in-customer")).to_have_text("Ms X")
+        await page.get_by_role("button", name="Accept (A)").click()
+        await eventually(lambda: page_stats_ok(stats, call_id), "the page taking the call", debug=debug)
+        await expect(page.locator("#script-antifraud")).to_contain_text("Police")
+
+        # Both sides decode video.
+        agent_id = (await stats())["agentId"]
+        agent_participant = await eventually(
+            lambda: next((pid for pid, p in customer.participants.items() if p.get("identity") == agent_id
+                          and {t["kind"] for t in p.get("tracks", [])} >= {"video"}), None),
+            "the desk publishing its camera", debug=debug)
+        subscription = await customer.subscribe(agent_participant)
+        video = await receive(subscription.track("video"), 0.5, first_timeout=TIMEOUT)
+        assert video.frames > 0, video
+        await eventually(lambda: decoded(stats), "the desk decoding the customer's video", debug=debug)
+
+        # Material: a slide pushed to the customer.
+        await page.get_by_label("Slide").select_option("product")
+        await page.get_by_role("button", name="Push to customer").click()
+        material = await eventually(lambda: next((m for m in received if m.get("topic") == "material"), None),
+                                    "the material reaching the customer", debug=debug)
+        assert material["payload"]["title"] == "Transfer" and material["payload"]["kind"] == "slide"
+        assert material["payload"]["bullets"]
+
+        # Pointer on, moved over the preview, then off.
+        await page.get_by_role("button", name="Point").click()
+        box = await page.locator("#material-preview").bounding_box()
+        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 4)
+        pointer = await eventually(lambda: next((m for m in received if m.get("topic") == "pointer" and m["payload"]), None),
+                                   "the pointer reaching the customer", debug=debug)
+        assert 0 <= pointer["payload"]["x"] <= 1 and 0 <= pointer["payload"]["y"] <= 1
+        await page.get_by_role("button", name="Point").click()
+        await eventually(lambda: any(m.get("topic") == "pointer" and m["payload"] is None for m in received),
+                         "the pointer hidden", debug=debug)
+
+        # Confirmation: asked from the form, answered as the customer, shown on the desk.
+        await page.get_by_label("Amount").fill("500.00 CNY")
+        await page.get_by_label("Account").fill("6222020200112233")
+        await page.get_by_role("button", name="Ask to confirm").click()
+        request = await eventually(lambda: next((m for m in received if m.get("topic") == "confirm_request"), None),
+                                   "the confirmation request reaching the customer", debug=debug)
+        confirmation = request["payload"]
+        assert confirmation["amount"] == "500.00 CNY" and confirmation["signature_required"] is True
+        assert "6222020200112233" not in confirmation["account_masked"]
+        status, answer = await rest(http, server, "POST", f"/v1/calls/{call_id}/confirmations/{confirmation['request_id']}",
+                                    cust, {"accepted": True, "signature": PNG_DATA_URL})
+        assert status == 200, answer
+        await customer.send_data({"request_id": confirmation["request_id"], "accepted": True}, topic="confirm_done")
+        await expect(page.locator("#confirm-status")).to_contain_text("confirmed")
+        assert (await stats())["lastConfirmation"]["status"] == "confirmed"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / "desk-en.png"), full_page=True)
+
+        # Hang up with the keyboard shortcut, wrap up: available again.
+        await page.locator("body").focus()
+        await page.keyboard.press("h")
+        await expect(page.locator("#wrapup")).to_be_visible()
+        assert (await stats())["callState"] == "ended"
+        await page.get_by_label("Code").select_option("resolved")
+        await page.get_by_label("Notes").fill("transfer confirmed")
+        await page.get_by_role("button", name="Finish wrap-up").click()
+        await eventually(lambda: page_state(stats, "available"), "the desk back to available", debug=debug)
+        status, agents = await rest(http, server, "GET", "/v1/agents", supervisor(server))
+        assert {a["agent_id"]: a["state"] for a in agents["agents"]}[agent_id] == "available"
+        status, ended = await rest(http, server, "GET", f"/v1/calls/{call_id}", supervisor(server))
+        assert ended["state"] == "ended" and ended["wrap_ups"][0]["code"] == "resolved"
+        assert not [c for c in console if c.startswith("pageerror")], console
+    finally:
+        await customer.close()
+
+
+async def page_stats_ok(stats: Callable[[], Any], call_id: str) -> bool:
+    s = await stats()
+    return s["callId"] == call_id and s["callState"] == "connected"
+
+
+async def decoded(stats: Callable[[], Any]) -> bool:
+    return (await stats())["decodedFrames"] > 0
+
+
+async def page_state(stats: Callable[[], Any], state: str) -> bool:
+    return (await stats())["state"] == state
+
+
+async def test_wallboard_shows_queues_agents_and_force_ends_a_call(
+    server: Server, browser_context: Any, http: aiohttp.ClientSession
+) -> None:
+    sup = supervisor(server)
+    status, _ = await rest(http, server, "PUT", "/v1/agents/ag-lee", sup,
+                           {"name": "Agent Lee", "skills": {"payments": 5}, "languages": ["zh", "en"]})
+    assert status == 200
+    cust = server.issuer.issue(room="cust-y", role="customer", subject="y", name="Mr Y")
+    status, queued = await rest(http, server, "POST", "/v1/calls", cust, {"business": "transfer"})
+    assert status == 201
+    call_id = queued["call_id"]
+
+    page = await browser_context.new_page()
+    console = page_console(page)
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("recording refused")))
+    await page.goto(f"{server.url}/wallboard")
+    payments = page.locator('#queues [data-skill="payments"]')
+    await expect(payments.locator(".waiting")).to_have_text("1")
+    await expect(page.locator('#agents [data-state="offline"] [data-agent-id="ag-lee"]')).to_contain_text("Agent Lee")
+    await expect(page.locator(f'#waiting [data-call-id="{call_id}"]')).to_contain_text("Mr Y")
+
+    # The agent takes the call: a live session with a force-end button.
+    agent = server.issuer.issue(room="desk-ag-lee", role="agent", subject="ag-lee", name="Agent Lee")
+    assert (await rest(http, server, "POST", "/v1/agents/me/state", agent, {"state": "available"}))[0] == 200
+    status, accepted = await rest(http, server, "POST", f"/v1/calls/{call_id}/accept", agent)
+    assert status == 200, accepted
+    row = page.locator(f'#live [data-call-id="{call_id}"]')
+    await expect(row).to_contain_text("Agent Lee")
+    await expect(row).to_contain_text("Transfer")
+    await expect(page.locator('#agents [data-state="busy"] [data-agent-id="ag-lee"]')).to_be_visible()
+    await expect(payments.locator(".waiting")).to_have_text("0")
+    await expect(payments.locator(".service-level")).to_have_text("100%")
+    await expect(row.get_by_role("button", name="Whisper (soon)")).to_be_disabled()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "wallboard-en.png"), full_page=True)
+
+    await row.get_by_role("button", name="Force end").click()
+    await expect(row).to_have_count(0)
+    status, ended = await rest(http, server, "GET", f"/v1/calls/{call_id}", sup)
+    assert ended["state"] == "ended" and ended["ended_by"].startswith("supervisor")
+    await expect(page.locator('#agents [data-state="wrap_up"] [data-agent-id="ag-lee"]')).to_be_visible()
+    stats = await page.evaluate("window.teller.stats()")
+    assert stats["live"] == [] and stats["queues"]["payments"]["answered"] == 1
+    assert not [c for c in console if c.startswith("pageerror")], console
