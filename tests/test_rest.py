@@ -549,3 +549,17 @@ async def test_dev_tokens_disabled(tmp_path: Path, http: aiohttp.ClientSession) 
         assert (await call(http, srv, "GET", "/healthz"))[0] == 200
     finally:
         await runner.cleanup()
+
+
+async def test_every_page_is_served_and_the_index_links_them(http: aiohttp.ClientSession, server: Server) -> None:
+    async with http.get(server.url + "/") as r:
+        assert r.status == 200 and r.content_type == "text/html"
+        index = await r.text()
+    for page in ("/customer", "/desk", "/wallboard", "/call"):
+        assert f'href="{page}' in index
+        async with http.get(server.url + page) as r:
+            assert r.status == 200 and r.content_type == "text/html", page
+            html = await r.text()
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
+            async with http.get(server.url + asset) as r:
+                assert r.status == 200, asset

@@ -10,15 +10,16 @@ routes = web.RouteTableDef()
 STATIC = resources.files("teller.agent_desk").joinpath("static")
 
 
-@routes.get("/")
-async def index(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound("/call")
-
-
 def _page(name: str) -> web.Response:
     return web.Response(
         text=STATIC.joinpath(name).read_text("utf-8"), content_type="text/html", headers={"Cache-Control": "no-store"}
     )
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    """Where the README's first command sends a person: one link per part to play."""
+    return _page("index.html")
 
 
 @routes.get("/call")
