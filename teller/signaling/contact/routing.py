@@ -119,7 +119,7 @@ class Router:
         def change(current: Record | None) -> Record | None:
             if current is None:
                 return None
-            out = {**current, "state": state, "state_since": now, **fields}
+            out = {**current, "state": state, "state_since": now, "reason": None, **fields}
             if state == "available" and current["state"] != "available":
                 out["idle_since"] = now
             if state in ("available", "away", "offline", "wrap_up"):
