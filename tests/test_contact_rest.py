@@ -220,3 +220,63 @@ async def test_stats_csv_and_a_supervisor_must_say_why_it_ends_a_call(http: aioh
     assert error_code(await call(http, server, "GET", "/v1/stats?by=weekday", token=sup), 400) == "invalid_message"
     assert error_code(await call(http, server, "GET", "/v1/stats?from=yesterday", token=sup), 400) == "invalid_message"
     assert error_code(await call(http, server, "GET", "/v1/stats", token=ag), 403) == "role_forbidden"
+
+
+def minimal_pdf(texts: list[str]) -> bytes:
+    """A valid PDF with one text line per page, written by hand (no PDF writer needed)."""
+    import io
+
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>"]
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(len(texts)))
+    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(texts)} >>")
+    font = 3 + 2 * len(texts)
+    for i, text in enumerate(texts):
+        content = f"BT /F1 48 Tf 72 400 Td ({text}) Tj ET"
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 640 480] /Contents {4 + 2 * i} 0 R /Resources << /Font << /F1 {font} 0 R >> >> >>")
+        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
+    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(f"{number} 0 obj\n{body}\nendobj\n".encode())
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
+    for offset in offsets:
+        out.write(f"{offset:010d} 00000 n \n".encode())
+    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    return out.getvalue()
+
+
+async def test_a_pdf_becomes_page_images_any_screen_can_show(http: aiohttp.ClientSession, server: Server) -> None:
+    import io
+
+    from PIL import Image
+
+    ag = agent_token(server, "ag-pdf")
+    async with http.post(server.url + "/v1/materials", data=minimal_pdf(["Wealth product", "Risks"]),
+                         headers={"Authorization": f"Bearer {ag}", "Content-Type": "application/pdf"}) as r:
+        assert r.status == 201, await r.text()
+        material = await r.json()
+    assert material["kind"] == "pdf" and [p["page"] for p in material["pages"]] == [1, 2]
+    async with http.get(server.url + material["pages"][0]["url"]) as r:
+        assert r.status == 200 and r.content_type == "image/png"
+        page = Image.open(io.BytesIO(await r.read()))
+    assert page.size[0] == 1280
+    dark = sum(1 for px in page.convert("L").tobytes() if px < 128)
+    assert dark > 500  # the text was drawn, not a blank page
+    # Refusals: not a PDF, wrong type, no token, customer token, unknown page.
+    headers = {"Authorization": f"Bearer {ag}", "Content-Type": "application/pdf"}
+    async with http.post(server.url + "/v1/materials", data=b"%PDF-garbage", headers=headers) as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_material"
+    async with http.post(server.url + "/v1/materials", data=b"x", headers={**headers, "Content-Type": "text/html"}) as r:
+        assert r.status == 415
+    async with http.post(server.url + "/v1/materials", data=b"x", headers={"Content-Type": "application/pdf"}) as r:
+        assert r.status == 401
+    async with http.post(server.url + "/v1/materials", data=b"x", headers={**headers, "Authorization": f"Bearer {customer_token(server, 'c')}"}) as r:
+        assert r.status == 403
+    async with http.get(server.url + material["pages"][0]["url"].replace("/1.png", "/9.png")) as r:
+        assert r.status == 404
+    async with http.get(server.url + "/v1/materials/MT_guess/1.png") as r:
+        assert r.status == 404

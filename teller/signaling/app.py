@@ -92,6 +92,7 @@ def cors_middleware(origins: list[str]):  # type: ignore[no-untyped-def]
 
 def base_app(config: Config) -> web.Application:
     return web.Application(
+        # JSON bodies; material uploads read their own stream with their own cap.
         client_max_size=256 * 1024,
         middlewares=[cors_middleware(config.server.cors_origins), errors_middleware],
     )

@@ -260,6 +260,15 @@ def document() -> dict[str, Any]:
                 ],
                 "responses": {"200": {"description": "JSON rows, or CSV", "content": {"application/json": {"schema": _OBJ}, "text/csv": {"schema": {"type": "string"}}}}, **_errors(400, 401, 403)},
             }},
+            "/v1/materials": {"post": {
+                "summary": "Upload material to show customers: a PDF (rendered to page images, at most 30 pages, 10 MB) or a PNG/JPEG (agent, reviewer, supervisor)",
+                "requestBody": {"required": True, "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}, "image/png": {"schema": {"type": "string", "format": "binary"}}, "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"201": _json(_OBJ), **_errors(400, 401, 403, 413, 415)},
+            }},
+            "/v1/materials/{material}/{page}.png": {
+                "parameters": [{"name": "material", "in": "path", "required": True, "schema": {"type": "string"}}, {"name": "page", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "get": {"summary": "One page as PNG; the random material id in the URL is the permission", "security": [], "responses": {"200": {"description": "PNG", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **_errors(404)}},
+            },
             "/v1/queues": {"get": {"summary": "Per skill: waiting, longest wait, answered, abandoned, service level (supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
         },

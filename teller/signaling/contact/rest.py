@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ...errors import BadRequest, Forbidden, UnsupportedMediaType
+from ...errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
 from ...state import Record
 from ..auth import authenticate
 from ..keys import CONFIG, ISSUER
 from ..tokens import ANY_ROOM, AccessToken
+from .materials import MAX_PDF_BYTES, page_png, store_material
 from .routing import Router
 from .stats import operations, parse_time, to_csv
 
@@ -308,6 +309,26 @@ async def stats(request: web.Request) -> web.Response:
             headers={"Content-Disposition": f'attachment; filename="teller-stats-{query.get("by", "day")}.csv"'},
         )
     return web.json_response({"by": query.get("by", "day"), "rows": rows})
+
+
+@routes.post("/v1/materials")
+async def upload_material(request: web.Request) -> web.Response:
+    """An agent uploads a PDF (rendered to page images) or an image to show customers."""
+    token = _role(request, (*AGENT_ROLES, *SUPERVISOR_ROLES))
+    if request.content_length is not None and request.content_length > MAX_PDF_BYTES:
+        raise PayloadTooLarge("a material is at most 10 MB", code="material_too_large")
+    data = await request.content.read(MAX_PDF_BYTES + 1)
+    if len(data) > MAX_PDF_BYTES:
+        raise PayloadTooLarge("a material is at most 10 MB", code="material_too_large")
+    material = await store_material(_router(request).store, request.content_type, data, token.subject)
+    return web.json_response(material, status=201)
+
+
+@routes.get("/v1/materials/{material}/{page}.png")
+async def material_page(request: web.Request) -> web.Response:
+    """Public by capability: the random material id in the URL is the permission."""
+    png = await page_png(_router(request).store, request.match_info["material"], request.match_info["page"])
+    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @routes.get("/v1/queues")
