@@ -361,3 +361,19 @@ async def test_operations_statistics_by_hour_business_and_agent(router: Router, 
     assert text[0].startswith("group,requests,connected,abandoned") and len(text) == 3
     with pytest.raises(BadRequest):
         operations(calls, "weekday")
+
+
+async def test_the_wait_estimate_follows_recent_answers(router: Router, clock: Clock) -> None:
+    first = await customer(router, "c1")
+    assert (await router.position(first))["estimated_wait_s"] == 60.0  # nothing answered yet
+    await router.sign_in("a1", "A", {"cards": 1}, ["zh"])
+    clock.advance(40)
+    await router.accept("a1", first)  # this skill's callers wait about 40 s
+    second = await customer(router, "c2")
+    third = await customer(router, "c3")
+    assert (await router.position(second))["estimated_wait_s"] == 40.0
+    assert (await router.position(third))["estimated_wait_s"] == 80.0  # second in line, one agent
+    await router.sign_in("a2", "B", {"cards": 1}, ["zh"])  # takes c2 at once; a1 busy
+    # c2 rings at a2 (still ahead until answered): second in line, two agents on duty.
+    assert (await router.position(third))["position"] == 2
+    assert (await router.position(third))["estimated_wait_s"] == 40.0

@@ -32,6 +32,8 @@ AGENT_STATES = ("offline", "available", "ringing", "busy", "wrap_up", "away")
 CHOOSABLE = ("offline", "available", "away")
 OPEN_CALL_STATES = ("queued", "ringing", "connected")
 CALL = "call"
+RECENT = "recent_waits"
+RECENT_WAITS = 20
 LOCK = "acd"
 MAX_TEXT = 256
 MAX_SIGNATURE = 200 * 1024
@@ -202,13 +204,23 @@ class Router:
         }
 
     async def _estimate(self, skill: str, position: int) -> float:
-        answered = [c for c in await self.store.list_docs(CALL) if c["skill"] == skill and c["answered_at"]]
-        recent = sorted(answered, key=lambda c: c["answered_at"])[-20:]
+        """Recent waits of this skill's answered calls, scaled by position and agents on duty.
+
+        Read from a small per-skill record kept on every answer: customers ask every
+        second, so this must not read every call there ever was.
+        """
+        recent = (await self.store.get_doc(RECENT, skill) or {}).get("waits", [])
         agents = [a for a in await self.store.list_agents() if skill in a.get("skills", {}) and a["state"] != "offline"]
         if not recent:
             return float(position * 60)  # nothing answered yet: a minute a caller ahead
-        mean_wait = sum(c["answered_at"] - c["queued_at"] for c in recent) / len(recent)
+        mean_wait = sum(recent) / len(recent)
         return round(max(mean_wait, 5.0) * position / max(1, len(agents)), 1)
+
+    async def _remember_wait(self, skill: str, wait: float) -> None:
+        def add(current: Record | None) -> Record:
+            return {"waits": [*(current or {}).get("waits", []), round(wait, 1)][-RECENT_WAITS:]}
+
+        await self.store.update_doc(RECENT, skill, add)
 
     async def cancel(self, call_id: str, reason: str = "customer_cancelled") -> Record:
         """The customer gives up (or is gone) before an agent answered: abandoned."""
@@ -240,6 +252,7 @@ class Router:
                 fields["transfer_pending"] = False
                 if call["answered_at"] is None:
                     fields["answered_at"] = now
+                    await self._remember_wait(call["skill"], now - call["queued_at"])
                 await self.store.remove_from_queue(queue_name(call["skill"]), call_id)
             call = await self._update_call(call_id, **fields)
             await self._set_agent(agent_id, "busy", now, call_id=call_id, offered_call=None)
