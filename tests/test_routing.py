@@ -377,3 +377,14 @@ async def test_the_wait_estimate_follows_recent_answers(router: Router, clock: C
     # c2 rings at a2 (still ahead until answered): second in line, two agents on duty.
     assert (await router.position(third))["position"] == 2
     assert (await router.position(third))["estimated_wait_s"] == 40.0
+
+
+async def test_closed_calls_are_forgotten_after_the_retention(store: StateStore, clock: Clock) -> None:
+    router = make_router(store, clock, keep_closed_calls_days=1)
+    old = await customer(router, "old")
+    await router.cancel(old)
+    clock.advance(3600)
+    waiting = await customer(router, "waiting")
+    clock.advance(86400)
+    await router.tick()
+    assert [c["call_id"] for c in await store.list_docs("call")] == [waiting]

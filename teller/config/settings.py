@@ -130,6 +130,7 @@ class ContactSettings:
     elderly_priority: int = 20
     vip_priority: int = 10
     transfer_priority: int = 30
+    keep_closed_calls_days: float = 30.0
 
 
 @dataclass

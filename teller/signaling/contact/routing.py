@@ -36,6 +36,7 @@ RECENT = "recent_waits"
 RECENT_WAITS = 20
 LOCK = "acd"
 MAX_TEXT = 256
+PRUNE_EVERY_S = 60.0
 MAX_SIGNATURE = 200 * 1024
 
 
@@ -66,6 +67,7 @@ class Router:
         self.catalogue = catalogue
         self.clock = clock
         self.on_event = on_event
+        self._pruned_at = 0.0
 
     # -- agents -------------------------------------------------------------------------
 
@@ -534,7 +536,20 @@ class Router:
                     ))
         for call in overflowed:
             self._emit("overflowed", call)
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            await self.prune(now)
         await self.dispatch()
+
+    async def prune(self, now: float) -> int:
+        """Forgets closed calls older than `keep_closed_calls_days`; returns how many."""
+        horizon = now - self.settings.keep_closed_calls_days * 86400
+        gone = 0
+        for call in await self.store.list_docs(CALL):
+            if call["state"] not in OPEN_CALL_STATES and (call.get("ended_at") or now) < horizon:
+                await self.store.update_doc(CALL, call["call_id"], lambda _current: None)
+                gone += 1
+        return gone
 
     # -- figures ------------------------------------------------------------------------------
 
