@@ -229,7 +229,7 @@ async def test_wallboard_shows_queues_agents_and_force_ends_a_call(
     await expect(page.locator('#agents [data-state="busy"] [data-agent-id="ag-lee"]')).to_be_visible()
     await expect(payments.locator(".waiting")).to_have_text("0")
     await expect(payments.locator(".service-level")).to_have_text("100%")
-    await expect(row.get_by_role("button", name="Whisper (soon)")).to_be_disabled()
+    await expect(row.get_by_role("button", name="Whisper to the agent")).to_be_disabled()  # until monitoring
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / "wallboard-en.png"), full_page=True)
 
