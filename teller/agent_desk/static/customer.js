@@ -1,17 +1,14 @@
 // Teller customer page (/customer): pick a business, queue, meet the agent face to face,
 // see the material the agent pushes, confirm and sign, hang up.
 //
-// REST: docs/contact-centre.md. Signalling: docs/protocol.md, as /static/call.js speaks
-// it (one WebSocket; camera+mic on one publishing peer connection with a data channel;
-// the agent on a subscribing peer connection; a screen share on a publish of its own).
+// REST: docs/contact-centre.md. Signalling: docs/protocol.md, through /static/teller-client.js
+// (camera+mic on one publication with a data channel; the agent on a subscription; a
+// screen share on a publication of its own; resumed by the client after a lost connection).
 "use strict";
 
 (() => {
-  const GATHER_TIMEOUT_MS = 2000;
-  const REQUEST_TIMEOUT_MS = 15000;
   const POLL_MS = 1000;
   const SUBSCRIBE_DEBOUNCE_MS = 200;
-  const LEAVE_TIMEOUT_MS = 1000;
   const FONT_STEPS = [1, 1.25, 1.5, 1.75, 2];
   const LARGE_DEFAULT_STEP = 2;
   const FINISHED = new Set(["ended", "abandoned", "overflowed"]);
@@ -47,7 +44,7 @@
       confirmSpoken: (r) => `请确认：${r.what}，金额 ${r.amount}，账户 ${r.account_masked}。`,
       confirmSent: "您的确认已提交。", refusedSent: "您已拒绝该交易。", confirmFailed: "提交失败，请重试。",
       lost: "与服务器的连接已断开。", unreachable: "无法连接服务器，请检查网络后重试。",
-      needPlayClick: "请点击页面任意位置以听到坐席的声音。",
+      needPlayClick: "请点击页面任意位置以听到坐席的声音。", reconnecting: "正在重新连接…",
     },
     en: {
       htmlLang: "en", speechLang: "en-US",
@@ -80,7 +77,7 @@
       confirmSent: "Your confirmation was sent.", refusedSent: "You refused the transaction.",
       confirmFailed: "It could not be sent. Please try again.",
       lost: "The connection to the server was lost.", unreachable: "Cannot reach the server. Check your connection and try again.",
-      needPlayClick: "Click anywhere on the page to hear the agent.",
+      needPlayClick: "Click anywhere on the page to hear the agent.", reconnecting: "Reconnecting…",
     },
   };
 
@@ -128,26 +125,29 @@
     callState: null,
     position: null,
     pollTimer: null,
-    ws: null,
-    participantId: null,
-    iceServers: [],
     localStream: null,
     mediaWarning: "",
-    publisher: null, // {pc, channel, transportId, closed}
-    screen: null, // {pc, stream, transportId, closed}
-    participants: new Map(), // participant_id -> info with tracks
+    publisher: null, // the client's publication of camera and microphone (with the data channel)
+    screen: null, // the client's publication of a screen share
     agentId: null, // the participant subscribed to
-    subscription: null, // {pc, participantId, trackIds, stream, transportId, closed}
+    subscription: null, // the client's subscription to the agent
     syncTimer: null,
     speakerOn: true,
     material: null, // the current material's id
     confirmation: null, // {request, state: pending|sending|accepted|refused|error}
     signed: false,
-    pending: new Map(),
-    nextRequestId: 1,
+    get participants() { return client.participants; }, // participant_id -> info with tracks
+    get participantId() { return client.participantId; },
   };
 
   const t = (key) => STRINGS[state.lang][key] ?? STRINGS.en[key] ?? key;
+
+  // The client's own errors in the page's words (the server's come with its message).
+  const CLIENT_TEXT = { unreachable: "unreachable", timeout: "unreachable", disconnected: "lost", left: "lost" };
+  const client = new TellerClient({
+    text: (code) => (CLIENT_TEXT[code] ? t(CLIENT_TEXT[code]) : undefined),
+    awaits: (info) => info.participant_id === state.agentId, // after a drop, only the agent's media
+  });
 
   // -- status, voice, language, large text ----------------------------------------------
 
@@ -358,7 +358,7 @@
     setStatus(state.mediaWarning || t("connected"), Boolean(state.mediaWarning));
     speak(t("connectedSpoken"));
     ui.hangup.focus();
-    for (const id of state.participants.keys()) scheduleSync(id);
+    scheduleSync();
   }
 
   async function cancelOrHangUp() {
@@ -399,150 +399,29 @@
     ui.name.focus();
   }
 
-  // -- signalling (as /static/call.js) -----------------------------------------------------
+  // -- signalling (/static/teller-client.js) -------------------------------------------------
 
-  function openSocket(token) {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`${scheme}//${location.host}/v1/rtc?access_token=${encodeURIComponent(token)}`);
-      const fail = () => {
-        clearTimeout(timer);
-        ws.onopen = ws.onclose = null;
-        ws.close();
-        reject(new PageError(t("unreachable"), "unreachable"));
-      };
-      const timer = setTimeout(fail, REQUEST_TIMEOUT_MS);
-      ws.onopen = () => {
-        clearTimeout(timer);
-        resolve(ws);
-      };
-      ws.onclose = fail;
-    });
-  }
-
-  function send(message) {
-    if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
-  }
-
-  function request(message) {
-    const requestId = `r${state.nextRequestId++}`;
-    return new Promise((resolve, reject) => {
-      if (state.ws?.readyState !== WebSocket.OPEN) {
-        reject(new PageError(t("lost"), "disconnected"));
-        return;
-      }
-      const timer = setTimeout(() => {
-        state.pending.delete(requestId);
-        reject(new PageError(t("unreachable"), "timeout"));
-      }, REQUEST_TIMEOUT_MS);
-      state.pending.set(requestId, { resolve, reject, timer });
-      send({ ...message, request_id: requestId });
-    });
-  }
-
-  function rejectPending(error) {
-    for (const pending of state.pending.values()) {
-      clearTimeout(pending.timer);
-      pending.reject(error);
-    }
-    state.pending.clear();
-  }
-
-  const HANDLERS = {
-    participant_joined: (m) => addParticipant(m.participant),
-    participant_left: (m) => removeParticipant(m.participant_id),
-    track_published: (m) => onTrackPublished(m.participant_id, m.track),
-    track_unpublished: (m) => onTrackUnpublished(m.participant_id, m.track_id),
-    transport_closed: (m) => onTransportClosed(m.transport_id),
-    data: (m) => onData(m),
-    error: (m) => { if (m.code !== "transport_not_found") setStatus(m.message || m.code, true); },
-  };
-
-  function onSocketMessage(event) {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    const pending = message.request_id && state.pending.get(message.request_id);
-    if (pending) {
-      state.pending.delete(message.request_id);
-      clearTimeout(pending.timer);
-      if (message.type === "error") pending.reject(new PageError(message.message || message.code, message.code, message.status));
-      else pending.resolve(message);
-    } else {
-      HANDLERS[message.type]?.(message);
-    }
-  }
-
-  function onSocketClosed() {
-    state.ws = null;
-    rejectPending(new PageError(t("lost"), "disconnected"));
-    if (state.phase === "waiting" || state.phase === "call") setStatus(t("lost"), true);
-  }
-
-  function newPeerConnection() {
-    const iceServers = state.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
-    return new RTCPeerConnection({ iceServers });
-  }
-
-  function iceGatheringDone(pc) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        pc.removeEventListener("icegatheringstatechange", check);
-        resolve();
-      };
-      const check = () => { if (pc.iceGatheringState === "complete") done(); };
-      const timer = setTimeout(done, GATHER_TIMEOUT_MS);
-      pc.addEventListener("icegatheringstatechange", check);
-    });
-  }
-
-  // Offer, wait for ICE gathering, send the offer, apply the answer; null if `holder` closed meanwhile.
-  async function negotiate(pc, holder, buildMessage) {
-    let transportId = null;
-    let offerSent = false;
-    const late = [];
-    const forward = (c) => send({ type: "ice_candidate", transport_id: transportId, ...c });
-    pc.addEventListener("icecandidate", ({ candidate }) => {
-      if (!offerSent) return;
-      const c = candidate
-        ? { candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_mline_index: candidate.sdpMLineIndex }
-        : { candidate: "" };
-      if (transportId) forward(c);
-      else late.push(c);
-    });
-    await pc.setLocalDescription(await pc.createOffer());
-    await iceGatheringDone(pc);
-    offerSent = true;
-    const answer = await request(buildMessage(pc.localDescription.sdp));
-    holder.transportId = answer.transport_id;
-    if (holder.closed) return null;
-    transportId = answer.transport_id;
-    late.splice(0).forEach(forward);
-    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    return answer;
-  }
+  client
+    .on("participant_joined", () => {
+      // Someone else joined the customer's room: that is the agent answering.
+      if (state.phase === "waiting") poll(state.session, true);
+      scheduleSync();
+    })
+    .on("participant_left", (m) => removeParticipant(m.participant_id))
+    .on("track_published", () => scheduleSync())
+    .on("track_unpublished", () => scheduleSync())
+    .on("transport_closed", onTransportClosed)
+    .on("data", onData)
+    .on("error", (m, meta) => { if (!meta.channel && m.code !== "transport_not_found") setStatus(m.message || m.code, true); })
+    .on("reconnecting", () => { if (["waiting", "call"].includes(state.phase)) setStatus(t("reconnecting")); })
+    .on("resumed", () => scheduleSync()) // after a move, the agent is subscribed to again
+    .on("restored", () => { if (ui.status.textContent === t("reconnecting")) setStatus(""); })
+    .on("closed", () => { if (state.phase === "waiting" || state.phase === "call") setStatus(t("lost"), true); });
 
   async function startLocalMedia() {
-    if (!navigator.mediaDevices?.getUserMedia) {
-      state.mediaWarning = t("noMedia");
-      return new MediaStream();
-    }
-    let lastError = null;
-    for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
-      try {
-        return await navigator.mediaDevices.getUserMedia(constraints);
-      } catch (error) {
-        lastError = error;
-        if (error.name === "NotAllowedError") break;
-      }
-    }
-    state.mediaWarning = lastError?.name === "NotAllowedError" ? t("mediaBlocked") : t("noMedia");
-    return new MediaStream();
+    const { stream, problem } = await TellerClient.openCamera();
+    state.mediaWarning = problem ? t(problem === "blocked" ? "mediaBlocked" : "noMedia") : "";
+    return stream;
   }
 
   // While waiting: join the call's room and publish camera and microphone at once.
@@ -557,50 +436,18 @@
     ui.localVideo.srcObject = stream.getVideoTracks().length ? stream : null;
     renderControls();
     if (state.mediaWarning) setStatus(state.mediaWarning, true);
-    const ws = await openSocket(state.token);
-    if (session !== state.session) {
-      ws.close();
-      return;
+    await client.join(state.token);
+    if (session !== state.session) return;
+    if (client.participants.size) {
+      if (state.phase === "waiting") poll(session, true);
+      scheduleSync();
     }
-    state.ws = ws;
-    ws.onmessage = onSocketMessage;
-    ws.onclose = onSocketClosed;
-    const joined = await request({ type: "join", protocol: 1 });
-    state.participantId = joined.participant.participant_id;
-    state.iceServers = joined.ice_servers || [];
-    (joined.participants || []).forEach(addParticipant);
-    await publishCamera(session);
-  }
-
-  async function publishCamera(session) {
-    const stream = state.localStream;
-    const pc = newPeerConnection();
-    const publisher = { pc, channel: null, transportId: null, closed: false };
-    state.publisher = publisher;
-    const tracks = [];
-    for (const track of [...stream.getAudioTracks(), ...stream.getVideoTracks()]) {
-      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
-      tracks.push({ source: track.kind === "audio" ? "microphone" : "camera" });
-    }
-    publisher.channel = pc.createDataChannel("teller");
-    publisher.channel.onmessage = (event) => onChannelMessage(event.data);
-    const answer = await negotiate(pc, publisher, (sdp) => ({ type: "publish", sdp, tracks }));
-    if (answer === null && publisher.transportId && session === state.session) {
-      send({ type: "unpublish", transport_id: publisher.transportId });
-    }
+    state.publisher = client.publish(stream, { dataChannel: true, onError: (error) => setStatus(error.message, true) });
+    await state.publisher.ready;
   }
 
   async function leaveRoom() {
-    const ws = state.ws;
-    if (ws?.readyState === WebSocket.OPEN) {
-      ws.onclose = null;
-      const closed = new Promise((resolve) => {
-        ws.addEventListener("close", resolve);
-        setTimeout(resolve, LEAVE_TIMEOUT_MS);
-      });
-      send({ type: "leave" });
-      await closed;
-    }
+    await client.leave();
     teardownMedia();
   }
 
@@ -608,66 +455,32 @@
     dropSubscription(false);
     clearTimeout(state.syncTimer);
     stopScreen(false);
-    for (const holder of [state.publisher]) {
-      if (!holder) continue;
-      holder.closed = true;
-      holder.pc.close();
-    }
+    state.publisher?.close(false);
     state.publisher = null;
     state.localStream?.getTracks().forEach((track) => track.stop());
     state.localStream = null;
     ui.localVideo.srcObject = null;
-    rejectPending(new PageError(t("lost"), "left"));
-    if (state.ws) {
-      state.ws.onmessage = state.ws.onclose = null;
-      state.ws.close();
-      state.ws = null;
-    }
-    state.participants.clear();
-    state.participantId = null;
+    client.close(); // says `leave` if still in the room
     state.agentId = null;
   }
 
   // -- the agent's media ---------------------------------------------------------------------
 
-  function addParticipant(info) {
-    state.participants.set(info.participant_id, { ...info, tracks: [...(info.tracks || [])] });
-    // Someone else joined the customer's room: that is the agent answering.
-    if (state.phase === "waiting") poll(state.session, true);
-    scheduleSync(info.participant_id);
-  }
-
   function removeParticipant(participantId) {
-    state.participants.delete(participantId);
     if (state.subscription?.participantId === participantId) dropSubscription(false);
     if (state.agentId === participantId) state.agentId = null;
     chooseAgent();
   }
 
-  function onTrackPublished(participantId, track) {
-    if (participantId === state.participantId) return;
-    if (!state.participants.has(participantId)) state.participants.set(participantId, { participant_id: participantId, tracks: [] });
-    const info = state.participants.get(participantId);
-    info.tracks = info.tracks.filter((x) => x.track_id !== track.track_id).concat(track);
-    scheduleSync(participantId);
-  }
-
-  function onTrackUnpublished(participantId, trackId) {
-    const info = state.participants.get(participantId);
-    if (!info) return;
-    info.tracks = info.tracks.filter((x) => x.track_id !== trackId);
-    scheduleSync(participantId);
-  }
-
-  function onTransportClosed(transportId) {
-    if (state.subscription?.transportId === transportId) {
+  function onTransportClosed({ publication, subscription }) {
+    if (subscription && subscription === state.subscription) {
       dropSubscription(false);
-      scheduleSync(state.agentId, 1000);
+      scheduleSync(1000);
     }
-    if (state.screen?.transportId === transportId) stopScreen(false);
+    if (publication && publication === state.screen) stopScreen(false);
   }
 
-  function scheduleSync(participantId, delay = SUBSCRIBE_DEBOUNCE_MS) {
+  function scheduleSync(delay = SUBSCRIBE_DEBOUNCE_MS) {
     clearTimeout(state.syncTimer);
     state.syncTimer = setTimeout(chooseAgent, delay);
   }
@@ -675,8 +488,8 @@
   // The agent is the other participant with tracks (the first one found); their camera
   // and microphone are shown big. Subscribed once connected, or once they publish.
   function chooseAgent() {
-    if (!["waiting", "call"].includes(state.phase) || !state.ws) return;
-    const publishing = [...state.participants.values()].filter((p) => p.participant_id !== state.participantId && p.tracks.length);
+    if (!["waiting", "call"].includes(state.phase) || client.phase !== "joined") return;
+    const publishing = [...client.participants.values()].filter((p) => p.participant_id !== client.participantId && p.tracks.length);
     const agent = publishing.find((p) => p.participant_id === state.agentId) || publishing[0];
     if (!agent) {
       dropSubscription(true);
@@ -691,39 +504,29 @@
     const sub = state.subscription;
     if (sub && sub.participantId === agent.participant_id && chosen.every((x) => sub.trackIds.has(x.track_id))) return;
     dropSubscription(true);
-    if (chosen.length) subscribe(agent.participant_id, chosen, state.session).catch(() => scheduleSync(agent.participant_id, 1000));
+    if (chosen.length) subscribe(agent.participant_id, chosen).catch(() => scheduleSync(1000));
   }
 
-  async function subscribe(participantId, tracks, session) {
-    const pc = newPeerConnection();
-    const sub = { pc, participantId, trackIds: new Set(tracks.map((x) => x.track_id)), stream: new MediaStream(), transportId: null, closed: false };
+  function subscribe(participantId, tracks) {
+    const sub = client.subscribe(participantId, tracks, {
+      byTrackIds: true,
+      onTrack: () => {
+        if (ui.remoteVideo.srcObject !== sub.stream) ui.remoteVideo.srcObject = sub.stream;
+        ui.remoteVideo.muted = !state.speakerOn;
+        play(ui.remoteVideo);
+      },
+      onClose: () => {
+        if (state.subscription !== sub) return;
+        state.subscription = null;
+        ui.remoteVideo.srcObject = null;
+      },
+    });
     state.subscription = sub;
-    for (const track of tracks) pc.addTransceiver(track.kind, { direction: "recvonly" });
-    pc.ontrack = (event) => {
-      sub.stream.addTrack(event.track);
-      if (ui.remoteVideo.srcObject !== sub.stream) ui.remoteVideo.srcObject = sub.stream;
-      ui.remoteVideo.muted = !state.speakerOn;
-      play(ui.remoteVideo);
-    };
-    let answer;
-    try {
-      answer = await negotiate(pc, sub, (sdp) => ({ type: "subscribe", sdp, track_ids: tracks.map((x) => x.track_id) }));
-    } catch (error) {
-      if (sub.closed || session !== state.session) return;
-      dropSubscription(true);
-      throw error;
-    }
-    if (answer === null && sub.transportId && session === state.session) send({ type: "unsubscribe", transport_id: sub.transportId });
+    return sub.ready;
   }
 
   function dropSubscription(tellServer) {
-    const sub = state.subscription;
-    if (!sub) return;
-    state.subscription = null;
-    sub.closed = true;
-    sub.pc.close();
-    ui.remoteVideo.srcObject = null;
-    if (tellServer && sub.transportId) send({ type: "unsubscribe", transport_id: sub.transportId });
+    state.subscription?.close(tellServer);
   }
 
   function play(video) {
@@ -792,20 +595,16 @@
       setStatus(t("screenFailed"), true);
       return;
     }
-    if (session !== state.session || !state.ws) {
+    if (session !== state.session || client.phase !== "joined") {
       stream.getTracks().forEach((track) => track.stop());
       return;
     }
-    const pc = newPeerConnection();
-    const screen = { pc, stream, transportId: null, closed: false };
+    const screen = client.publish(stream, { source: "screen", name: "screen" });
     state.screen = screen;
     renderControls();
-    const track = stream.getVideoTracks()[0];
-    track.addEventListener("ended", () => { if (state.screen === screen) stopScreen(true); });
-    pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    stream.getVideoTracks()[0].addEventListener("ended", () => { if (state.screen === screen) stopScreen(true); });
     try {
-      const answer = await negotiate(pc, screen, (sdp) => ({ type: "publish", sdp, tracks: [{ source: "screen", name: "screen" }] }));
-      if (answer === null && screen.transportId) send({ type: "unpublish", transport_id: screen.transportId });
+      await screen.ready;
     } catch {
       if (state.screen === screen) stopScreen(false);
       setStatus(t("screenFailed"), true);
@@ -816,25 +615,12 @@
     const screen = state.screen;
     if (!screen) return;
     state.screen = null;
-    screen.closed = true;
     screen.stream.getTracks().forEach((track) => track.stop());
-    screen.pc.close();
-    if (tellServer && screen.transportId) send({ type: "unpublish", transport_id: screen.transportId });
+    screen.close(tellServer);
     renderControls();
   }
 
   // -- data: material, pointer, confirmation -----------------------------------------------------
-
-  function onChannelMessage(data) {
-    if (typeof data !== "string") return;
-    let message;
-    try {
-      message = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (message.type === "data") onData(message);
-  }
 
   function onData(message) {
     const payload = message.payload;
@@ -969,10 +755,7 @@
   }
 
   function sendData(payload, topic) {
-    const body = { payload, topic };
-    const channel = state.publisher?.channel;
-    if (channel?.readyState === "open") channel.send(JSON.stringify(body));
-    else send({ type: "data", ...body });
+    client.sendData(payload, topic);
   }
 
   // -- signature pad ------------------------------------------------------------------------------
@@ -1086,10 +869,7 @@
     // Escape must not dismiss an unanswered confirmation.
     ui.dialog.addEventListener("cancel", (event) => event.preventDefault());
     setUpSignaturePad();
-    window.addEventListener("pagehide", () => {
-      send({ type: "leave" });
-      teardownMedia();
-    });
+    window.addEventListener("pagehide", teardownMedia); // the client says `leave` as it closes
     applyTextSize();
     applyLanguage();
     showView("start");

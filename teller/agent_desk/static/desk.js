@@ -1,16 +1,14 @@
 // Teller agent desk: log in, take calls offered by routing, talk with the customer
 // by video, push material, ask for confirmations, transfer, hang up and wrap up.
 //
-// REST: docs/contact-centre.md. Media: signalling protocol 1 (docs/protocol.md) over
-// one WebSocket, the same way as /static/call.js: camera and microphone go out on
-// one peer connection, each other participant comes in on one of its own. Data
-// messages (material, pointer, confirm_request / confirm_done) go over the socket.
+// REST: docs/contact-centre.md. Media: signalling protocol 1 (docs/protocol.md) through
+// /static/teller-client.js, which also resumes a lost connection: camera and microphone
+// go out on one publication, each other participant comes in on a subscription of its
+// own. Data messages (material, pointer, confirm_request / confirm_done) go over the socket.
 "use strict";
 
 (() => {
   const POLL_MS = 1000;
-  const GATHER_TIMEOUT_MS = 2000;
-  const REQUEST_TIMEOUT_MS = 15000;
   const POINTER_INTERVAL_MS = 100;
 
   const $ = (id) => document.getElementById(id);
@@ -27,15 +25,11 @@
     business: null,
     catalogue: new Map(),
     offer: null, // call id of the offer on screen
-    ws: null,
-    participantId: null,
-    iceServers: [],
+    inRoom: false,
     localStream: null,
-    publisher: null,
-    participants: new Map(),
-    subscriptions: new Map(), // participant_id -> {pc, video, trackIds}
-    pending: new Map(),
-    nextRequestId: 1,
+    publisher: null, // the client's publication of camera and microphone
+    subscriptions: new Map(), // participant_id -> the client's subscription, with its view
+    get participants() { return client.participants; },
     lastConfirmation: null,
     pointing: false,
     lastPointer: 0,
@@ -162,7 +156,7 @@
         state.call = await api("GET", `/v1/calls/${state.callId}`);
         state.callState = state.call.state;
       } catch { /* kept from the last poll */ }
-      if (state.callState !== "connected" && state.ws) {
+      if (state.callState !== "connected" && state.inRoom) {
         leaveRoom();
         setStatus("The call ended.");
       }
@@ -401,86 +395,40 @@
     return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
   }
 
-  // -- signalling and media (as in call.js, without resuming) ----------------------------
+  // -- signalling and media (/static/teller-client.js) -----------------------------------
 
-  function request(message) {
-    const requestId = `r${state.nextRequestId++}`;
-    return new Promise((resolve, reject) => {
-      if (state.ws?.readyState !== WebSocket.OPEN) {
-        reject(new DeskError("Not connected to the call.", "disconnected"));
-        return;
+  const CLIENT_TEXT = {
+    unreachable: "Cannot reach the call server.",
+    timeout: "The call server did not answer in time.",
+    disconnected: "Not connected to the call.",
+  };
+  const client = new TellerClient({ text: (code) => CLIENT_TEXT[code] });
+
+  client
+    .on("participant_joined", (m) => { if (m.participant.tracks?.length) scheduleSync(m.participant.participant_id); })
+    .on("participant_left", (m) => dropSubscription(m.participant_id, false))
+    .on("track_published", (m) => scheduleSync(m.participant_id))
+    .on("track_unpublished", (m) => scheduleSync(m.participant_id))
+    .on("transport_closed", ({ subscription }) => {
+      if (subscription && state.subscriptions.get(subscription.participantId) === subscription) {
+        dropSubscription(subscription.participantId, false);
       }
-      const timer = setTimeout(() => {
-        state.pending.delete(requestId);
-        reject(new DeskError("The call server did not answer in time.", "timeout"));
-      }, REQUEST_TIMEOUT_MS);
-      state.pending.set(requestId, { resolve, reject, timer });
-      state.ws.send(JSON.stringify({ ...message, request_id: requestId }));
-    });
-  }
-
-  function send(message) {
-    if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
-  }
+    })
+    .on("data", (m) => { if (m.topic === "confirm_done") onConfirmDone(m.payload); })
+    .on("error", (m) => { if (m.code !== "transport_not_found") setStatus(m.message, true); })
+    .on("reconnecting", () => setStatus("Reconnecting to the call…"))
+    .on("resumed", () => {
+      // After a move the client closed the subscriptions: subscribe again as tracks appear.
+      for (const participantId of client.participants.keys()) scheduleSync(participantId);
+    })
+    .on("restored", ({ missing }) => {
+      if (missing.length) setStatus("The customer's video did not come back.", true);
+      else setStatus("In the call.");
+    })
+    .on("closed", () => { if (state.callState === "connected") setStatus("The connection to the call was lost.", true); });
 
   function sendData(topic, payload) {
-    send({ type: "data", topic, payload });
-  }
-
-  function onSocketMessage(event) {
-    let message;
-    try { message = JSON.parse(event.data); } catch { return; }
-    const pending = message.request_id && state.pending.get(message.request_id);
-    if (pending) {
-      state.pending.delete(message.request_id);
-      clearTimeout(pending.timer);
-      if (message.type === "error") pending.reject(new DeskError(message.message, message.code));
-      else pending.resolve(message);
-      return;
-    }
-    switch (message.type) {
-      case "participant_joined": addParticipant(message.participant); break;
-      case "participant_left": removeParticipant(message.participant_id); break;
-      case "track_published": onTrackPublished(message.participant_id, message.track); break;
-      case "track_unpublished": onTrackUnpublished(message.participant_id, message.track_id); break;
-      case "transport_closed": onTransportClosed(message.transport_id); break;
-      case "data": if (message.topic === "confirm_done") onConfirmDone(message.payload); break;
-      case "error": if (message.code !== "transport_not_found") setStatus(message.message, true); break;
-      default: break;
-    }
-  }
-
-  function openSocket(token) {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`${scheme}//${location.host}/v1/rtc?access_token=${encodeURIComponent(token)}`);
-      ws.onopen = () => resolve(ws);
-      ws.onclose = () => reject(new DeskError("Cannot reach the call server.", "unreachable"));
-    });
-  }
-
-  function iceGatheringDone(pc) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, GATHER_TIMEOUT_MS);
-      pc.addEventListener("icegatheringstatechange", () => {
-        if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
-      });
-    });
-  }
-
-  async function negotiate(pc, holder, buildMessage) {
-    await pc.setLocalDescription(await pc.createOffer());
-    await iceGatheringDone(pc);
-    const answer = await request(buildMessage(pc.localDescription.sdp));
-    holder.transportId = answer.transport_id;
-    if (holder.closed) return null;
-    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    return answer;
-  }
-
-  function newPeerConnection() {
-    return new RTCPeerConnection({ iceServers: state.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential })) });
+    client.sendData(payload, topic);
   }
 
   async function startLocalMedia() {
@@ -495,67 +443,14 @@
 
   async function joinRoom(token) {
     setStatus("Connecting to the customer…");
+    state.inRoom = true;
     state.localStream = await startLocalMedia();
     $("local-video").srcObject = state.localStream;
-    const ws = await openSocket(token);
-    state.ws = ws;
-    ws.onmessage = onSocketMessage;
-    ws.onclose = () => {
-      if (state.ws === ws) {
-        state.ws = null;
-        if (state.callState === "connected") setStatus("The connection to the call was lost.", true);
-      }
-    };
-    const joined = await request({ type: "join", protocol: 1 });
-    state.participantId = joined.participant.participant_id;
-    state.iceServers = joined.ice_servers || [];
-    (joined.participants || []).forEach(addParticipant);
-    await publish();
+    await client.join(token);
+    for (const info of client.participants.values()) if (info.tracks.length) scheduleSync(info.participant_id);
+    state.publisher = client.publish(state.localStream);
+    await state.publisher.ready;
     setStatus("In the call.");
-  }
-
-  async function publish() {
-    const stream = state.localStream;
-    const pc = newPeerConnection();
-    const publisher = { pc, transportId: null, closed: false };
-    state.publisher = publisher;
-    const tracks = [];
-    for (const track of [...stream.getAudioTracks(), ...stream.getVideoTracks()]) {
-      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
-      tracks.push({ source: track.kind === "audio" ? "microphone" : "camera" });
-    }
-    await negotiate(pc, publisher, (sdp) => ({ type: "publish", sdp, tracks }));
-  }
-
-  function addParticipant(info) {
-    state.participants.set(info.participant_id, { ...info, tracks: [...(info.tracks || [])] });
-    if (info.tracks?.length) scheduleSync(info.participant_id);
-  }
-
-  function removeParticipant(participantId) {
-    state.participants.delete(participantId);
-    dropSubscription(participantId, false);
-  }
-
-  function onTrackPublished(participantId, track) {
-    if (participantId === state.participantId) return;
-    if (!state.participants.has(participantId)) state.participants.set(participantId, { participant_id: participantId, tracks: [] });
-    const info = state.participants.get(participantId);
-    info.tracks = info.tracks.filter((t) => t.track_id !== track.track_id).concat(track);
-    scheduleSync(participantId);
-  }
-
-  function onTrackUnpublished(participantId, trackId) {
-    const info = state.participants.get(participantId);
-    if (!info) return;
-    info.tracks = info.tracks.filter((t) => t.track_id !== trackId);
-    scheduleSync(participantId);
-  }
-
-  function onTransportClosed(transportId) {
-    for (const [participantId, sub] of state.subscriptions) {
-      if (sub.transportId === transportId) dropSubscription(participantId, false);
-    }
   }
 
   const syncTimers = new Map();
@@ -565,20 +460,20 @@
   }
 
   function syncSubscription(participantId) {
-    if (!state.ws) return;
-    const tracks = state.participants.get(participantId)?.tracks || [];
+    if (client.phase !== "joined") return;
+    const tracks = client.participants.get(participantId)?.tracks || [];
     const sub = state.subscriptions.get(participantId);
     if (!tracks.length) { dropSubscription(participantId, true); return; }
     if (sub && tracks.every((t) => sub.trackIds.has(t.track_id))) return;
     dropSubscription(participantId, true);
     subscribe(participantId, tracks).catch((error) => {
-      if (error.code === "track_not_found" || error.code === "participant_not_found") return;
+      if (["track_not_found", "participant_not_found", "disconnected"].includes(error.code)) return;
       setStatus(`Cannot show the other side: ${error.message}`, true);
     });
   }
 
   function videoFor(participantId) {
-    const info = state.participants.get(participantId);
+    const info = client.participants.get(participantId);
     if (info?.role === "customer") return { video: $("customer-video"), own: false };
     const figure = document.createElement("figure");
     figure.className = "other";
@@ -592,49 +487,36 @@
     return { video, own: true, figure };
   }
 
-  async function subscribe(participantId, tracks) {
-    const pc = newPeerConnection();
+  // Whoever closes the subscription (this page, a failure, a move to another node), its view goes.
+  function subscribe(participantId, tracks) {
     const view = videoFor(participantId);
-    const sub = { pc, transportId: null, trackIds: new Set(tracks.map((t) => t.track_id)), stream: new MediaStream(), view, closed: false };
+    const sub = client.subscribe(participantId, tracks, {
+      onTrack: () => {
+        view.video.srcObject = sub.stream;
+        view.video.play?.().catch(() => {});
+      },
+      onClose: () => {
+        if (state.subscriptions.get(participantId) === sub) state.subscriptions.delete(participantId);
+        if (view.own) view.figure.remove();
+        else if (view.video.srcObject === sub.stream) view.video.srcObject = null;
+      },
+    });
     state.subscriptions.set(participantId, sub);
-    for (const kind of ["audio", "video"]) {
-      if (tracks.some((t) => t.kind === kind)) pc.addTransceiver(kind, { direction: "recvonly" });
-    }
-    pc.ontrack = (event) => {
-      sub.stream.addTrack(event.track);
-      view.video.srcObject = sub.stream;
-      view.video.play?.().catch(() => {});
-    };
-    const answer = await negotiate(pc, sub, (sdp) => ({ type: "subscribe", participant_id: participantId, sdp }));
-    if (answer === null && sub.transportId) send({ type: "unsubscribe", transport_id: sub.transportId });
+    return sub.ready;
   }
 
   function dropSubscription(participantId, tellServer) {
-    const sub = state.subscriptions.get(participantId);
-    if (!sub) return;
-    state.subscriptions.delete(participantId);
-    sub.closed = true;
-    sub.pc.close();
-    if (sub.view.own) sub.view.figure.remove();
-    else sub.view.video.srcObject = null;
-    if (tellServer && sub.transportId) send({ type: "unsubscribe", transport_id: sub.transportId });
+    state.subscriptions.get(participantId)?.close(tellServer);
   }
 
   function leaveRoom() {
-    send({ type: "leave" });
+    state.inRoom = false;
+    client.close(); // says `leave`, closes the peer connections
     for (const participantId of [...state.subscriptions.keys()]) dropSubscription(participantId, false);
-    if (state.publisher) {
-      state.publisher.closed = true;
-      state.publisher.pc.close();
-      state.publisher = null;
-    }
+    state.publisher = null;
     state.localStream?.getTracks().forEach((t) => t.stop());
     state.localStream = null;
     $("local-video").srcObject = null;
-    const ws = state.ws;
-    state.ws = null;
-    if (ws) { ws.onclose = null; ws.close(); }
-    state.participants.clear();
     state.pointing = false;
     $("point").setAttribute("aria-pressed", "false");
   }
@@ -644,7 +526,7 @@
   async function stats() {
     let decodedFrames = 0;
     for (const [participantId, sub] of state.subscriptions) {
-      if (state.participants.get(participantId)?.role !== "customer") continue;
+      if (client.participants.get(participantId)?.role !== "customer") continue;
       try {
         const report = await sub.pc.getStats();
         report.forEach((s) => {
