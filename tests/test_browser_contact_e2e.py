@@ -237,12 +237,19 @@ async def test_customer_desk_and_wallboard_carry_a_supervised_call(
                      customer.describe)
     listed = {p["participant_id"]: p for p in (await rest(http, server, "GET", f"/v1/rooms/{room}/participants", supervisor))["participants"]}
     assert listed[sup_pid]["hidden"] is False, listed
-    # KNOWN GAP (customer.js, not edited here): the customer page subscribes to one
-    # participant only (the agent: `state.subscription`, `#remote-video`), so after a
-    # barge-in it shows no tile for the supervisor and does not play its audio. The
-    # assertion below is what should hold and is kept out until customer.js subscribes
-    # to every participant:
-    # await eventually(lambda: customer_subscribed_to_supervisor(...), "the customer hearing the supervisor")
+    # ...and sees and hears it: a tile of its own, decoding its audio.
+    async def customer_hears_supervisor() -> bool:
+        return bool(await cpage.evaluate(
+            """async (pid) => {
+                const tile = document.querySelector(`#view-call figure.other[data-participant-id="${pid}"]`);
+                const video = tile && tile.querySelector("video");
+                if (!video || !video.srcObject) return false;
+                return video.srcObject.getAudioTracks().length > 0 && !video.paused;
+            }""",
+            sup_pid,
+        ))
+
+    await eventually(customer_hears_supervisor, "the customer page playing the supervisor", customer.describe)
 
     # -- The desk hangs up and wraps up -----------------------------------------------------
     await cpage.screenshot(path=str(SCREENSHOTS / "e2e-customer.png"))

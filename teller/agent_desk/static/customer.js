@@ -131,6 +131,7 @@
     screen: null, // the client's publication of a screen share
     agentId: null, // the participant subscribed to
     subscription: null, // the client's subscription to the agent
+    others: new Map(), // participant_id -> {sub, tile, video}: a third party, a supervisor who barged in
     syncTimer: null,
     speakerOn: true,
     material: null, // the current material's id
@@ -453,6 +454,7 @@
 
   function teardownMedia() {
     dropSubscription(false);
+    dropOthers(false);
     clearTimeout(state.syncTimer);
     stopScreen(false);
     state.publisher?.close(false);
@@ -468,6 +470,7 @@
 
   function removeParticipant(participantId) {
     if (state.subscription?.participantId === participantId) dropSubscription(false);
+    dropOther(participantId, false);
     if (state.agentId === participantId) state.agentId = null;
     chooseAgent();
   }
@@ -493,6 +496,7 @@
     const agent = publishing.find((p) => p.participant_id === state.agentId) || publishing[0];
     if (!agent) {
       dropSubscription(true);
+      dropOthers(true);
       return;
     }
     if (state.phase === "waiting") enterCall();
@@ -502,9 +506,61 @@
     const tracks = agent.tracks.filter((x) => x.source !== "screen");
     const chosen = ["audio", "video"].map((kind) => tracks.find((x) => x.kind === kind)).filter(Boolean);
     const sub = state.subscription;
+    syncOthers(publishing, agent.participant_id);
     if (sub && sub.participantId === agent.participant_id && chosen.every((x) => sub.trackIds.has(x.track_id))) return;
     dropSubscription(true);
     if (chosen.length) subscribe(agent.participant_id, chosen).catch(() => scheduleSync(1000));
+  }
+
+  function cameraAndMicrophone(participant) {
+    const tracks = participant.tracks.filter((x) => x.source !== "screen");
+    return ["audio", "video"].map((kind) => tracks.find((x) => x.kind === kind)).filter(Boolean);
+  }
+
+  // Anyone else who publishes (a third party the agent invited, a supervisor who barged
+  // in) is seen and heard in a small tile of their own. The server never lists a
+  // supervisor who is only monitoring or whispering, so none appears here before that.
+  function syncOthers(publishing, agentId) {
+    const wanted = new Map(publishing.filter((p) => p.participant_id !== agentId).map((p) => [p.participant_id, p]));
+    for (const [participantId, other] of state.others) {
+      const info = wanted.get(participantId);
+      if (!info || !cameraAndMicrophone(info).every((x) => other.sub.trackIds.has(x.track_id))) dropOther(participantId, true);
+    }
+    for (const [participantId, info] of wanted) {
+      const chosen = cameraAndMicrophone(info);
+      if (state.others.has(participantId) || !chosen.length) continue;
+      const tile = document.createElement("figure");
+      tile.className = "other";
+      tile.dataset.participantId = participantId;
+      const video = document.createElement("video");
+      video.autoplay = true;
+      video.playsInline = true;
+      const caption = document.createElement("figcaption");
+      caption.textContent = info.name || "";
+      tile.append(video, caption);
+      ui.stage.append(tile);
+      const sub = client.subscribe(participantId, chosen, {
+        byTrackIds: true,
+        onTrack: () => {
+          if (video.srcObject !== sub.stream) video.srcObject = sub.stream;
+          video.muted = !state.speakerOn;
+          play(video);
+        },
+        onClose: () => {
+          if (state.others.get(participantId)?.sub === sub) dropOther(participantId, false);
+        },
+      });
+      state.others.set(participantId, { sub, tile, video });
+      sub.ready.catch(() => scheduleSync(1000));
+    }
+  }
+
+  function dropOther(participantId, tellServer) {
+    const other = state.others.get(participantId);
+    if (!other) return;
+    state.others.delete(participantId);
+    other.tile.remove();
+    other.sub.close(tellServer);
   }
 
   function subscribe(participantId, tracks) {
@@ -527,6 +583,10 @@
 
   function dropSubscription(tellServer) {
     state.subscription?.close(tellServer);
+  }
+
+  function dropOthers(tellServer) {
+    for (const participantId of [...state.others.keys()]) dropOther(participantId, tellServer);
   }
 
   function play(video) {
@@ -579,6 +639,7 @@
   function toggleSpeaker() {
     state.speakerOn = !state.speakerOn;
     ui.remoteVideo.muted = !state.speakerOn;
+    for (const other of state.others.values()) other.video.muted = !state.speakerOn;
     renderControls();
   }
 
@@ -830,6 +891,7 @@
       published: Boolean(state.publisher?.transportId),
       dataChannel: state.publisher?.channel?.readyState || null,
       agentParticipantId: state.subscription?.participantId || null,
+      others: [...state.others.keys()],
       decodedFrames: await decodedFrames(),
       material: state.material,
       confirmation: state.confirmation
