@@ -20,6 +20,7 @@ from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
 from .browser import CHROMIUM, chromium_context
 from .conftest import Server
+from .documents import minimal_pdf
 from .media import receive
 
 if not CHROMIUM.exists():
@@ -136,6 +137,21 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
                                     "the material reaching the customer", debug=debug)
         assert material["payload"]["title"] == "Transfer" and material["payload"]["kind"] == "slide"
         assert material["payload"]["bullets"]
+
+        # A PDF uploaded on the desk: its second page goes to the customer as an image.
+        await page.get_by_label("Upload a PDF or image").set_input_files(
+            files=[{"name": "product.pdf", "mimeType": "application/pdf", "buffer": minimal_pdf(["Fees", "Risks"])}]
+        )
+        await expect(page.get_by_label("Slide")).to_contain_text("product.pdf — page 2")
+        await page.get_by_label("Slide").select_option(label="product.pdf — page 2")
+        await expect(page.locator("#preview-image")).to_be_visible()
+        await page.get_by_role("button", name="Push to customer").click()
+        pdf_page = await eventually(
+            lambda: next((m for m in received if m.get("topic") == "material" and m["payload"].get("kind") == "image"), None),
+            "the PDF page reaching the customer", debug=debug)
+        assert pdf_page["payload"]["url"].endswith("/2.png")
+        async with http.get(server.url + pdf_page["payload"]["url"]) as r:
+            assert r.status == 200 and r.content_type == "image/png"
 
         # Pointer on, moved over the preview, then off.
         await page.get_by_role("button", name="Point").click()

@@ -18,6 +18,7 @@ from teller.client import RoomClient, TestPatternTrack
 from teller.signaling.webhooks import verify
 
 from .conftest import Server, start_in_process, wait_until
+from .documents import minimal_pdf
 from .test_rest import call, error_code
 
 WEBHOOK_SECRET = "webhook-secret-0123456789"
@@ -220,33 +221,6 @@ async def test_stats_csv_and_a_supervisor_must_say_why_it_ends_a_call(http: aioh
     assert error_code(await call(http, server, "GET", "/v1/stats?by=weekday", token=sup), 400) == "invalid_message"
     assert error_code(await call(http, server, "GET", "/v1/stats?from=yesterday", token=sup), 400) == "invalid_message"
     assert error_code(await call(http, server, "GET", "/v1/stats", token=ag), 403) == "role_forbidden"
-
-
-def minimal_pdf(texts: list[str]) -> bytes:
-    """A valid PDF with one text line per page, written by hand (no PDF writer needed)."""
-    import io
-
-    objects = ["<< /Type /Catalog /Pages 2 0 R >>"]
-    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(len(texts)))
-    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(texts)} >>")
-    font = 3 + 2 * len(texts)
-    for i, text in enumerate(texts):
-        content = f"BT /F1 48 Tf 72 400 Td ({text}) Tj ET"
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 640 480] /Contents {4 + 2 * i} 0 R /Resources << /Font << /F1 {font} 0 R >> >> >>")
-        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
-    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{number} 0 obj\n{body}\nendobj\n".encode())
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for offset in offsets:
-        out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
 
 
 async def test_a_pdf_becomes_page_images_any_screen_can_show(http: aiohttp.ClientSession, server: Server) -> None:

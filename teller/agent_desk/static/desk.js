@@ -34,6 +34,7 @@
     pointing: false,
     lastPointer: 0,
     material: null,
+    uploaded: [], // pages of uploaded PDFs and images, pushable as "image" material
     pollTimer: null,
   };
 
@@ -327,19 +328,65 @@
     }));
     $("confirm-status").textContent = "";
     const select = $("slide-select");
-    select.replaceChildren(...SLIDES().map((slide) => new Option(slide.title, slide.id)));
+    select.replaceChildren(...materials().map((slide) => new Option(slide.title, slide.id)));
     previewMaterial();
+  }
+
+  // Built-in slides, then the pages of what this agent uploaded (kind "image").
+  function materials() {
+    return [...SLIDES(), ...state.uploaded];
   }
 
   function currentMaterial() {
     const text = $("material-text").value.trim();
     if (text) return { id: `text-${Date.now()}`, kind: "text", text };
-    return SLIDES().find((s) => s.id === $("slide-select").value) || SLIDES()[0];
+    return materials().find((s) => s.id === $("slide-select").value) || SLIDES()[0];
+  }
+
+  // A PDF is rendered to page images by the server, so the customer's screen only
+  // ever shows an image; each page becomes a choice in the slide list.
+  async function uploadMaterial() {
+    const file = $("material-file").files[0];
+    if (!file) return;
+    setStatus(`Uploading ${file.name}…`);
+    let response;
+    try {
+      response = await fetch("/v1/materials", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${state.token}`, "Content-Type": file.type || "application/octet-stream" },
+        body: file,
+      });
+    } catch {
+      setStatus("Cannot reach the server.", true);
+      return;
+    }
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      setStatus(data.error?.message || `The upload was refused (${response.status}).`, true);
+      return;
+    }
+    const pages = data.pages.map((page) => ({
+      id: `${data.material_id}-${page.page}`,
+      kind: "image",
+      title: data.pages.length > 1 ? `${file.name} — page ${page.page}` : file.name,
+      url: page.url,
+    }));
+    state.uploaded.push(...pages);
+    const select = $("slide-select");
+    for (const page of pages) select.append(new Option(page.title, page.id));
+    select.value = pages[0].id;
+    $("material-file").value = "";
+    previewMaterial();
+    setStatus(`${file.name}: ${pages.length} page(s) ready to push.`);
   }
 
   function previewMaterial() {
     const m = currentMaterial();
-    $("preview-title").textContent = m.title || "";
+    const image = $("preview-image");
+    image.hidden = m.kind !== "image";
+    if (m.kind === "image") image.src = m.url;
+    else image.removeAttribute("src");
+    $("preview-title").textContent = m.kind === "image" ? "" : m.title || "";
     fill($("preview-bullets"), m.bullets || []);
     $("preview-text").textContent = m.text || "";
   }
@@ -561,6 +608,7 @@
     $("invite-form").addEventListener("submit", invite);
     $("confirm-form").addEventListener("submit", requestConfirmation);
     $("push").addEventListener("click", pushMaterial);
+    $("material-file").addEventListener("change", uploadMaterial);
     $("point").addEventListener("click", togglePointer);
     $("slide-select").addEventListener("change", previewMaterial);
     $("material-text").addEventListener("input", previewMaterial);
