@@ -254,3 +254,42 @@ async def test_a_pdf_becomes_page_images_any_screen_can_show(http: aiohttp.Clien
         assert r.status == 404
     async with http.get(server.url + "/v1/materials/MT_guess/1.png") as r:
         assert r.status == 404
+
+
+TINY_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+async def test_a_confirmation_and_its_signature_are_evidence_in_the_timeline(http: aiohttp.ClientSession, server: Server) -> None:
+    from teller.signaling.keys import STORE
+
+    cust = customer_token(server, "signer")
+    await register(http, server, "ag-sign", {"payments": 1})
+    ag = agent_token(server, "ag-sign")
+    await call(http, server, "POST", "/v1/agents/me/state", token=ag, json={"state": "available"})
+    status, queued = await call(http, server, "POST", "/v1/calls", token=cust, json={"business": "transfer"})
+    call_id = queued["call_id"]
+    await call(http, server, "POST", f"/v1/calls/{call_id}/accept", token=ag)
+    status, request = await call(http, server, "POST", f"/v1/calls/{call_id}/confirmations", token=ag,
+                                 json={"what": "Transfer to Wang", "amount": "5,000.00 CNY", "account": "6222020200112233"})
+    assert status == 201 and request["account_masked"] == "************2233" and request["signature_required"]
+    path = f"/v1/calls/{call_id}/confirmations/{request['request_id']}"
+    assert error_code(await call(http, server, "POST", path, token=cust, json={"accepted": True}), 400) == "signature_required"
+    assert error_code(await call(http, server, "POST", path, token=ag, json={"accepted": True, "signature": TINY_PNG}), 403) == "role_forbidden"
+    assert error_code(await call(http, server, "POST", path, token=cust, json={"accepted": True, "signature": "data:text/html,<b>"}), 400) == "invalid_message"
+    status, answer = await call(http, server, "POST", path, token=cust, json={"accepted": True, "signature": TINY_PNG})
+    assert status == 200 and answer["answer"]["accepted"] is True and len(answer["answer"]["signature_sha256"]) == 64
+    assert error_code(await call(http, server, "POST", path, token=cust, json={"accepted": False}), 409) == "already_answered"
+    store = server.app[STORE]
+    events = []
+    for _ in range(50):
+        events = await store.read_events(call_id)
+        if any(e["type"] == "call_confirmation_answered" for e in events):
+            break
+        await asyncio.sleep(0.05)
+    requested = next(e for e in events if e["type"] == "call_confirmation_requested")
+    answered = next(e for e in events if e["type"] == "call_confirmation_answered")
+    assert requested["confirmation"]["amount"] == "5,000.00 CNY" and "6222020200112233" not in str(requested)
+    assert answered["signature"] == TINY_PNG and answered["confirmation"]["answer"]["accepted"] is True
