@@ -61,6 +61,7 @@ async def _serve(args: argparse.Namespace) -> None:
     logs.configure(config.log.level, config.log.format)
     runner, url = await _start_site(create_app(config), config)
     print(f"Teller {__version__} is running at {url}/", flush=True)
+    print(f"  customer: {url}/customer   agent desk: {url}/desk   wallboard: {url}/wallboard", flush=True)
     print(f"  two-person call page: {url}/call   API: {url}/openapi.json", flush=True)
     print(
         f"  embedded mode: in-memory state, data in {config.storage.data_dir}; Ctrl-C stops",
