@@ -182,6 +182,24 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOTS / "desk-en.png"), full_page=True)
 
+        # The same call in Chinese: the switch translates the page and fetches the catalogue
+        # in Chinese (business name, script, slides), then back to English.
+        catalogue_langs: list[str] = []
+        page.on("request", lambda r: catalogue_langs.append(r.url.split("lang=")[-1]) if "/v1/catalogue" in r.url else None)
+        await page.get_by_role("button", name="中文").click()
+        await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+        await expect(page.get_by_role("button", name="推送给客户")).to_be_visible()
+        await expect(page.get_by_role("button", name="挂断 (H)")).to_be_visible()
+        await expect(page.locator("#call-business")).to_have_text("转账汇款")
+        await expect(page.get_by_label("幻灯片")).to_contain_text("开始之前：风险提示")
+        await expect(page.locator("#confirm-status")).to_have_text("客户已确认。")  # kept across the switch
+        assert "zh" in catalogue_langs and "lang=zh" in page.url
+        await page.screenshot(path=str(SCREENSHOTS / "desk-zh.png"), full_page=True)
+        await page.get_by_role("button", name="English").click()
+        await expect(page.get_by_role("button", name="Hang up (H)")).to_be_visible()
+        await expect(page.locator("#call-business")).to_have_text("Transfer")
+        await expect(page.locator("#confirm-status")).to_contain_text("confirmed")
+
         # Hang up with the keyboard shortcut, wrap up: available again.
         await page.locator("body").focus()
         await page.keyboard.press("h")
@@ -256,4 +274,66 @@ async def test_wallboard_shows_queues_agents_and_force_ends_a_call(
     await expect(page.locator('#agents [data-state="wrap_up"] [data-agent-id="ag-lee"]')).to_be_visible()
     stats = await page.evaluate("window.teller.stats()")
     assert stats["live"] == [] and stats["queues"]["payments"]["answered"] == 1
+    assert not [c for c in console if c.startswith("pageerror")], console
+
+
+async def test_wallboard_statistics_csv_and_chinese(
+    server: Server, browser_context: Any, http: aiohttp.ClientSession
+) -> None:
+    sup = supervisor(server)
+    status, _ = await rest(http, server, "PUT", "/v1/agents/ag-wu", sup,
+                           {"name": "Agent Wu", "skills": {"payments": 5}, "languages": ["zh", "en"]})
+    assert status == 200
+    agent = server.issuer.issue(room="desk-ag-wu", role="agent", subject="ag-wu", name="Agent Wu")
+    assert (await rest(http, server, "POST", "/v1/agents/me/state", agent, {"state": "available"}))[0] == 200
+    cust = server.issuer.issue(room="cust-z", role="customer", subject="z", name="Ms Z")
+    status, queued = await rest(http, server, "POST", "/v1/calls", cust, {"business": "transfer"})
+    assert status == 201, queued
+    call_id = queued["call_id"]
+    status, accepted = await rest(http, server, "POST", f"/v1/calls/{call_id}/accept", agent)
+    assert status == 200, accepted
+
+    page = await browser_context.new_page()
+    console = page_console(page)
+    await page.goto(f"{server.url}/wallboard")
+    await expect(page.locator(f'#live [data-call-id="{call_id}"]')).to_contain_text("Ms Z")
+
+    # Statistics by business: the call counts under "transfer".
+    stats = page.get_by_role("region", name="Statistics")
+    await stats.get_by_label("Group by").select_option("business")
+    row = page.locator('#stats-table [data-group="transfer"]')
+    await expect(row.locator('[data-column="group"]')).to_have_text("Transfer")
+    await expect(row.locator('[data-column="requests"]')).not_to_have_text("0")
+    assert int(await row.locator('[data-column="requests"]').text_content()) >= 1
+    await expect(row.locator('[data-column="connected"]')).to_have_text("1")
+
+    # The CSV: fetched with the supervisor's token, saved as a file.
+    async with page.expect_download() as download_info:
+        await stats.get_by_role("button", name="Download CSV").click()
+    download = await download_info.value
+    assert download.suggested_filename.startswith("teller-stats-business") and download.suggested_filename.endswith(".csv")
+    text = Path(await download.path()).read_text(encoding="utf-8")
+    assert text.startswith("group,requests,connected"), text
+    assert any(line.startswith("transfer,") for line in text.splitlines()), text
+
+    # Chinese: the switch translates the board and fetches the catalogue in Chinese.
+    await page.get_by_role("button", name="中文").click()
+    await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    await expect(page.get_by_role("heading", name="运营统计")).to_be_visible()
+    live = page.locator(f'#live [data-call-id="{call_id}"]')
+    await expect(live).to_contain_text("转账汇款")
+    await expect(live.get_by_role("button", name="强制结束")).to_be_visible()
+    await expect(row.locator('[data-column="group"]')).to_have_text("转账汇款")
+    await expect(page.get_by_role("button", name="下载 CSV")).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "wallboard-zh.png"), full_page=True)
+
+    # ?lang=zh on a fresh load: Chinese from the start.
+    zh = await browser_context.new_page()
+    requested: list[str] = []
+    zh.on("request", lambda r: requested.append(r.url) if "/v1/catalogue" in r.url else None)
+    await zh.goto(f"{server.url}/wallboard?lang=zh")
+    await expect(zh.get_by_role("heading", name="队列")).to_be_visible()
+    await expect(zh.locator(f'#live [data-call-id="{call_id}"]')).to_contain_text("转账汇款")
+    assert any(url.endswith("lang=zh") for url in requested), requested
     assert not [c for c in console if c.startswith("pageerror")], console

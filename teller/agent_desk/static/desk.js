@@ -13,7 +13,89 @@
 
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
-  const lang = params.get("lang") || "en";
+
+  // All UI text, per language (like the customer page). English unless ?lang=zh or the
+  // switch says otherwise; another language is one more entry here (and a button).
+  const STRINGS = {
+    zh: {
+      htmlLang: "zh-CN", title: "Teller 坐席工作台", language: "语言",
+      yourName: "您的姓名", logIn: "登录", stateLabel: "状态：", setState: "设置状态", awayReason: "离开原因",
+      awayPlaceholder: "休息、培训…", set: "设置", logInToTake: "登录后即可接听来电。",
+      state_available: "空闲", state_away: "离开", state_offline: "离线", state_ringing: "振铃中", state_busy: "通话中", state_wrap_up: "话后整理",
+      incoming: "来电", business: "业务", customer: "客户", channel: "渠道", waited: "已等待",
+      accept: "接听 (A)", decline: "拒绝 (D)", call: "通话", you: "我", others: "其他参与者", talkTime: "通话时长",
+      hangUp: "挂断 (H)", script: "话术", riskPrompt: "风险提示", identityQuestions: "身份核验问题", antiFraud: "反诈提醒",
+      requiredSteps: "必备步骤", material: "资料", slide: "幻灯片", upload: "上传 PDF 或图片", orText: "或文字",
+      preview: "资料预览", push: "推送给客户", point: "指示", confirmation: "确认", confirmTitle: "交易确认",
+      what: "事项", amount: "金额", account: "账户", askConfirm: "请求客户确认", defaultWhat: "转账",
+      transferInvite: "转接与邀请", transferTitle: "转接 / 邀请", transferTarget: "转至技能组或坐席工号",
+      isAgent: "这是坐席工号", warm: "咨询转接", transfer: "转接", inviteTarget: "邀请坐席工号", invite: "邀请",
+      wrapUp: "话后整理", code: "小结代码", code_resolved: "已解决", code_follow_up: "需跟进", code_transferred: "已转接",
+      code_refused: "客户拒绝", code_other: "其他", notes: "备注", finishWrapUp: "完成话后整理",
+      secondsShort: "{n} 秒", forDuration: "持续 {d}", defaultCustomer: "客户", guest: "访客", agentDefault: "坐席",
+      ourService: "我们的服务", slideRisk: "开始之前：风险提示", slideRiskDefault: "请收听风险提示。",
+      slideProduct1: "产品是什么、适合谁", slideProduct2: "费用与限额", slideProduct3: "如何取消",
+      slideFraud: "注意安全", slideFraudDefault: "我们绝不会索要您的密码。", pdfPage: "{name} — 第 {page} 页", textMaterial: "文字",
+      unreachable: "无法连接服务器。", refused: "服务器拒绝了请求（{status}）。",
+      cannotLoadBusinesses: "无法加载业务列表：{error}", loggedIn: "已登录。请将状态设为“空闲”以接听来电。",
+      cannotLogIn: "无法登录：{error}", youAre: "您当前为{state}。", cannotChangeState: "无法更改状态：{error}",
+      lostServer: "与服务器失去连接：{error}", cannotReadCall: "无法读取通话：{error}", callEnded: "通话已结束。",
+      incomingStatus: "来电：请按 接听 (A) 或 拒绝 (D)。", cannotTake: "无法接听：{error}", declined: "已拒绝来电。",
+      cannotDecline: "无法拒绝：{error}", endedWrapUp: "通话已结束，请进行话后整理。", cannotHangUp: "无法挂断：{error}",
+      wrapUpSaved: "话后整理已保存。您当前为{state}。", cannotWrapUp: "无法保存话后整理：{error}",
+      warmStarted: "咨询转接已开始：请等待另一位坐席加入。", transferRequested: "已请求转接。", cannotTransfer: "无法转接：{error}",
+      invited: "邀请已发送。", cannotInvite: "无法邀请：{error}",
+      waitingCustomer: "等待客户确认：{what} {amount}，收款账户 {account}", cannotAsk: "无法发起确认：{error}",
+      customerConfirmed: "客户已确认。", customerRefused: "客户已拒绝。",
+      uploading: "正在上传 {name}…", uploadRefused: "上传被拒绝（{status}）。", pagesReady: "{name}：{n} 页可推送。",
+      showing: "正在向客户展示“{title}”。", callUnreachable: "无法连接通话服务器。", callTimeout: "通话服务器未及时响应。",
+      callDisconnected: "未连接到通话。", reconnecting: "正在重新连接通话…", videoMissing: "客户的视频未能恢复。",
+      inCall: "通话中。", connectionLost: "与通话的连接已断开。", noMedia: "没有摄像头或麦克风：客户将看不到也听不到您。",
+      connecting: "正在连接客户…", cannotShow: "无法显示对方画面：{error}",
+      step_risk_prompt: "风险提示", step_identity_check: "身份核验", step_transaction_confirmation: "交易确认",
+      step_signature: "客户签名", step_anti_fraud_reminder: "反诈提醒",
+    },
+    en: {
+      htmlLang: "en", title: "Teller agent desk", language: "Language",
+      yourName: "Your name", logIn: "Log in", stateLabel: "State:", setState: "Set state", awayReason: "Away reason",
+      awayPlaceholder: "break, training…", set: "Set", logInToTake: "Log in to take calls.",
+      state_available: "Available", state_away: "Away", state_offline: "Offline", state_ringing: "Ringing", state_busy: "Busy", state_wrap_up: "Wrap-up",
+      incoming: "Incoming call", business: "Business", customer: "Customer", channel: "Channel", waited: "Waited",
+      accept: "Accept (A)", decline: "Decline (D)", call: "Call", you: "You", others: "Other participants", talkTime: "talk time",
+      hangUp: "Hang up (H)", script: "Script", riskPrompt: "Risk prompt", identityQuestions: "Identity questions", antiFraud: "Anti-fraud reminder",
+      requiredSteps: "Required steps", material: "Material", slide: "Slide", upload: "Upload a PDF or image", orText: "Or text",
+      preview: "Material preview", push: "Push to customer", point: "Point", confirmation: "Confirmation", confirmTitle: "Transaction confirmation",
+      what: "What", amount: "Amount", account: "Account", askConfirm: "Ask to confirm", defaultWhat: "Transfer",
+      transferInvite: "Transfer and invite", transferTitle: "Transfer / invite", transferTarget: "To skill or agent id",
+      isAgent: "it is an agent id", warm: "warm", transfer: "Transfer", inviteTarget: "Invite agent id", invite: "Invite",
+      wrapUp: "Wrap-up", code: "Code", code_resolved: "Resolved", code_follow_up: "Follow-up needed", code_transferred: "Transferred",
+      code_refused: "Customer refused", code_other: "Other", notes: "Notes", finishWrapUp: "Finish wrap-up",
+      secondsShort: "{n} s", forDuration: "for {d}", defaultCustomer: "Customer", guest: "Guest", agentDefault: "Agent",
+      ourService: "Our service", slideRisk: "Before we start: risks", slideRiskDefault: "Please listen to the risk notice.",
+      slideProduct1: "What it is and who it is for", slideProduct2: "Fees and limits", slideProduct3: "How to cancel",
+      slideFraud: "Stay safe", slideFraudDefault: "We never ask for your PIN or passwords.", pdfPage: "{name} — page {page}", textMaterial: "text",
+      unreachable: "Cannot reach the server.", refused: "The server refused ({status}).",
+      cannotLoadBusinesses: "Cannot load the businesses: {error}", loggedIn: "Logged in. Set yourself Available to take calls.",
+      cannotLogIn: "Cannot log in: {error}", youAre: "You are {state}.", cannotChangeState: "Cannot change state: {error}",
+      lostServer: "Lost the server: {error}", cannotReadCall: "Cannot read the call: {error}", callEnded: "The call ended.",
+      incomingStatus: "Incoming call: press Accept (A) or Decline (D).", cannotTake: "Cannot take the call: {error}", declined: "Call declined.",
+      cannotDecline: "Cannot decline: {error}", endedWrapUp: "Call ended. Please wrap up.", cannotHangUp: "Cannot hang up: {error}",
+      wrapUpSaved: "Wrap-up saved. You are {state}.", cannotWrapUp: "Cannot save the wrap-up: {error}",
+      warmStarted: "Warm transfer started: stay until the other agent joins.", transferRequested: "Transfer requested.", cannotTransfer: "Cannot transfer: {error}",
+      invited: "Invitation sent.", cannotInvite: "Cannot invite: {error}",
+      waitingCustomer: "Waiting for the customer: {what} {amount} to {account}", cannotAsk: "Cannot ask: {error}",
+      customerConfirmed: "The customer confirmed.", customerRefused: "The customer refused.",
+      uploading: "Uploading {name}…", uploadRefused: "The upload was refused ({status}).", pagesReady: "{name}: {n} page(s) ready to push.",
+      showing: "Showing \"{title}\" to the customer.", callUnreachable: "Cannot reach the call server.", callTimeout: "The call server did not answer in time.",
+      callDisconnected: "Not connected to the call.", reconnecting: "Reconnecting to the call…", videoMissing: "The customer's video did not come back.",
+      inCall: "In the call.", connectionLost: "The connection to the call was lost.", noMedia: "No camera or microphone: the customer will not see or hear you.",
+      connecting: "Connecting to the customer…", cannotShow: "Cannot show the other side: {error}",
+    },
+  };
+  let lang = STRINGS[params.get("lang")] ? params.get("lang") : "en";
+  const t = (key, vars = {}) => String(STRINGS[lang][key] ?? STRINGS.en[key] ?? key)
+    .replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+  const stateName = (s) => t(`state_${s}`) === `state_${s}` ? s : t(`state_${s}`);
 
   const state = {
     token: params.get("token") || null,
@@ -40,16 +122,49 @@
 
   const SLIDES = () => {
     const b = state.business;
-    const name = b ? b.name : "Our service";
+    const name = b ? b.name : t("ourService");
     return [
-      { id: "risk", kind: "slide", title: "Before we start: risks", bullets: [b?.script?.risk_prompt || "Please listen to the risk notice."].filter(Boolean) },
-      { id: "product", kind: "slide", title: name, bullets: ["What it is and who it is for", "Fees and limits", "How to cancel"] },
-      { id: "fraud", kind: "slide", title: "Stay safe", bullets: [b?.script?.anti_fraud || "We never ask for your PIN or passwords."] },
+      { id: "risk", kind: "slide", title: t("slideRisk"), bullets: [b?.script?.risk_prompt || t("slideRiskDefault")].filter(Boolean) },
+      { id: "product", kind: "slide", title: name, bullets: [t("slideProduct1"), t("slideProduct2"), t("slideProduct3")] },
+      { id: "fraud", kind: "slide", title: t("slideFraud"), bullets: [b?.script?.anti_fraud || t("slideFraudDefault")] },
     ];
   };
 
   class DeskError extends Error {
     constructor(message, code = "") { super(message); this.code = code; }
+  }
+
+  // -- language --------------------------------------------------------------------------
+
+  function applyLanguage() {
+    document.documentElement.lang = t("htmlLang");
+    document.title = t("title");
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+    for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+    for (const button of document.querySelectorAll("[data-lang]")) button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
+    renderConfirmStatus();
+    // The default "what" of a confirmation follows the language until the agent types one.
+    const what = $("confirm-what");
+    if (Object.values(STRINGS).some((strings) => strings.defaultWhat === what.value)) what.value = t("defaultWhat");
+  }
+
+  async function setLanguage(next) {
+    if (!STRINGS[next] || next === lang) return;
+    lang = next;
+    const url = new URL(location.href);
+    url.searchParams.set("lang", lang);
+    history.replaceState(null, "", url);
+    applyLanguage();
+    if (!state.agent) { setStatus(t("logInToTake")); return; }
+    setStatus(state.inRoom ? t("inCall") : t("youAre", { state: stateName(state.agent.state) }));
+    await loadCatalogue();
+    if (state.offerCall) showOffer(state.offerCall);
+    if (state.call && state.callState === "connected") {
+      state.business = businessOf(state.call);
+      showCall(state.call);
+    }
+    render();
   }
 
   function setStatus(text, isError = false) {
@@ -67,22 +182,25 @@
     try {
       response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch {
-      throw new DeskError("Cannot reach the server.", "unreachable");
+      throw new DeskError(t("unreachable"), "unreachable");
     }
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
       const error = data.error || {};
-      throw new DeskError(error.message || `The server refused (${response.status}).`, error.code);
+      throw new DeskError(error.message || t("refused", { status: response.status }), error.code);
     }
     return data;
   }
 
   async function loadCatalogue() {
     try {
-      const body = await api("GET", `/v1/catalogue?lang=${encodeURIComponent(lang)}`);
+      const asked = lang;
+      const body = await api("GET", `/v1/catalogue?lang=${encodeURIComponent(asked)}`);
+      if (asked !== lang) return;
+      state.catalogue.clear();
       for (const b of body.businesses) state.catalogue.set(b.id, b);
     } catch (error) {
-      setStatus(`Cannot load the businesses: ${error.message}`, true);
+      setStatus(t("cannotLoadBusinesses", { error: error.message }), true);
     }
   }
 
@@ -90,7 +208,7 @@
     event?.preventDefault();
     try {
       if (!state.token) {
-        const name = $("agent-name").value.trim() || "Agent";
+        const name = $("agent-name").value.trim() || t("agentDefault");
         const body = await api("POST", "/v1/dev/agent", { name });
         state.token = body.token;
         state.agentId = body.agent_id;
@@ -101,12 +219,12 @@
       $("login-form").hidden = true;
       $("agent-bar").hidden = false;
       $("agent-label").textContent = `${state.agent.name || state.agentId} (${state.agentId})`;
-      setStatus("Logged in. Set yourself Available to take calls.");
+      setStatus(t("loggedIn"));
       render();
       poll();
     } catch (error) {
       state.token = params.get("token") || null;
-      setStatus(`Cannot log in: ${error.message}`, true);
+      setStatus(t("cannotLogIn", { error: error.message }), true);
     }
   }
 
@@ -116,10 +234,10 @@
     const reason = $("away-reason").value.trim();
     try {
       state.agent = await api("POST", "/v1/agents/me/state", value === "away" && reason ? { state: value, reason } : { state: value });
-      setStatus(`You are ${state.agent.state}.`);
+      setStatus(t("youAre", { state: stateName(state.agent.state) }));
       render();
     } catch (error) {
-      setStatus(`Cannot change state: ${error.message}`, true);
+      setStatus(t("cannotChangeState", { error: error.message }), true);
     }
   }
 
@@ -129,7 +247,7 @@
       state.agent = await api("GET", "/v1/agents/me");
       await onAgent();
     } catch (error) {
-      setStatus(`Lost the server: ${error.message}`, true);
+      setStatus(t("lostServer", { error: error.message }), true);
     }
     state.pollTimer = setTimeout(poll, POLL_MS);
   }
@@ -143,7 +261,7 @@
           const call = await api("GET", `/v1/calls/${agent.offered_call}`);
           showOffer(call);
         } catch (error) {
-          setStatus(`Cannot read the call: ${error.message}`, true);
+          setStatus(t("cannotReadCall", { error: error.message }), true);
         }
       } else if (state.offerCall) {
         showWait(state.offerCall);
@@ -159,7 +277,7 @@
       } catch { /* kept from the last poll */ }
       if (state.callState !== "connected" && state.inRoom) {
         leaveRoom();
-        setStatus("The call ended.");
+        setStatus(t("callEnded"));
       }
     }
     render();
@@ -171,16 +289,16 @@
 
   function showWait(call) {
     const waited = Math.max(0, Date.now() / 1000 - call.queued_at);
-    $("in-wait").textContent = `${Math.round(waited)} s`;
+    $("in-wait").textContent = t("secondsShort", { n: Math.round(waited) });
   }
 
   function showOffer(call) {
     state.offerCall = call;
     $("in-business").textContent = businessOf(call).name;
-    $("in-customer").textContent = call.customer?.name || call.customer?.identity || "Customer";
+    $("in-customer").textContent = call.customer?.name || call.customer?.identity || t("defaultCustomer");
     $("in-channel").textContent = call.channel || "";
     showWait(call);
-    setStatus("Incoming call: press Accept (A) or Decline (D).");
+    setStatus(t("incomingStatus"));
     render();
     $("accept").focus();
   }
@@ -201,7 +319,7 @@
       render();
       await joinRoom(call.token);
     } catch (error) {
-      setStatus(`Cannot take the call: ${error.message}`, true);
+      setStatus(t("cannotTake", { error: error.message }), true);
     }
   }
 
@@ -212,10 +330,10 @@
       await api("POST", `/v1/calls/${callId}/decline`);
       state.offer = null;
       state.offerCall = null;
-      setStatus("Call declined.");
+      setStatus(t("declined"));
       render();
     } catch (error) {
-      setStatus(`Cannot decline: ${error.message}`, true);
+      setStatus(t("cannotDecline", { error: error.message }), true);
     }
   }
 
@@ -225,12 +343,12 @@
       state.call = await api("DELETE", `/v1/calls/${state.callId}`);
       state.callState = state.call.state;
       leaveRoom();
-      setStatus("Call ended. Please wrap up.");
+      setStatus(t("endedWrapUp"));
       state.agent = await api("GET", "/v1/agents/me");
       render();
       $("wrapup-code").focus();
     } catch (error) {
-      setStatus(`Cannot hang up: ${error.message}`, true);
+      setStatus(t("cannotHangUp", { error: error.message }), true);
     }
   }
 
@@ -242,10 +360,10 @@
       state.callId = null;
       state.call = null;
       state.callState = null;
-      setStatus(`Wrap-up saved. You are ${state.agent.state}.`);
+      setStatus(t("wrapUpSaved", { state: stateName(state.agent.state) }));
       render();
     } catch (error) {
-      setStatus(`Cannot save the wrap-up: ${error.message}`, true);
+      setStatus(t("cannotWrapUp", { error: error.message }), true);
     }
   }
 
@@ -256,9 +374,9 @@
     body.warm = $("transfer-warm").checked;
     try {
       await api("POST", `/v1/calls/${state.callId}/transfer`, body);
-      setStatus(body.warm ? "Warm transfer started: stay until the other agent joins." : "Transfer requested.");
+      setStatus(body.warm ? t("warmStarted") : t("transferRequested"));
     } catch (error) {
-      setStatus(`Cannot transfer: ${error.message}`, true);
+      setStatus(t("cannotTransfer", { error: error.message }), true);
     }
   }
 
@@ -266,9 +384,9 @@
     event.preventDefault();
     try {
       await api("POST", `/v1/calls/${state.callId}/invite`, { agent_id: $("invite-target").value.trim() });
-      setStatus("Invitation sent.");
+      setStatus(t("invited"));
     } catch (error) {
-      setStatus(`Cannot invite: ${error.message}`, true);
+      setStatus(t("cannotInvite", { error: error.message }), true);
     }
   }
 
@@ -282,20 +400,29 @@
       });
       state.lastConfirmation = { ...confirmation, status: "waiting" };
       sendData("confirm_request", confirmation);
-      $("confirm-status").textContent = `Waiting for the customer: ${confirmation.what} ${confirmation.amount} to ${confirmation.account_masked}`;
-      $("confirm-status").className = "";
+      showConfirmStatus("waitingCustomer", { what: confirmation.what, amount: confirmation.amount, account: confirmation.account_masked }, "");
     } catch (error) {
-      $("confirm-status").textContent = `Cannot ask: ${error.message}`;
-      $("confirm-status").className = "error";
+      showConfirmStatus("cannotAsk", { error: error.message }, "error");
     }
+  }
+
+  // Kept as a key, so that a language switch re-renders it.
+  function showConfirmStatus(key, vars = {}, className = "") {
+    state.confirmStatus = key ? { key, vars, className } : null;
+    renderConfirmStatus();
+  }
+
+  function renderConfirmStatus() {
+    const c = state.confirmStatus;
+    $("confirm-status").textContent = c ? t(c.key, c.vars) : "";
+    $("confirm-status").className = c ? c.className : "";
   }
 
   function onConfirmDone(payload) {
     if (!payload || !state.lastConfirmation || payload.request_id !== state.lastConfirmation.request_id) return;
     const accepted = payload.accepted === true;
     state.lastConfirmation = { ...state.lastConfirmation, status: accepted ? "confirmed" : "refused" };
-    $("confirm-status").textContent = accepted ? "The customer confirmed." : "The customer refused.";
-    $("confirm-status").className = accepted ? "ok" : "error";
+    showConfirmStatus(accepted ? "customerConfirmed" : "customerRefused", {}, accepted ? "ok" : "error");
   }
 
   // -- call screen -----------------------------------------------------------------------
@@ -310,9 +437,12 @@
 
   function showCall(call) {
     const b = state.business;
+    const ticked = new Set([...$("script-steps").querySelectorAll("input:checked")].map((box) => box.name));
+    const chosen = call.call_id === state.shownCallId ? $("slide-select").value : null;
+    state.shownCallId = call.call_id;
     $("call-business").textContent = b.name;
-    $("call-customer").textContent = call.customer?.name || "Customer";
-    $("customer-name").textContent = call.customer?.name || "Customer";
+    $("call-customer").textContent = call.customer?.name || t("defaultCustomer");
+    $("customer-name").textContent = call.customer?.name || t("defaultCustomer");
     $("script-risk").textContent = b.script?.risk_prompt || "—";
     fill($("script-identity"), b.script?.identity_questions || []);
     $("script-antifraud").textContent = b.script?.anti_fraud || "—";
@@ -322,13 +452,15 @@
       const box = document.createElement("input");
       box.type = "checkbox";
       box.name = step;
-      label.append(box, ` ${step.replaceAll("_", " ")}`);
+      box.checked = ticked.has(step) && chosen !== null;
+      label.append(box, ` ${STRINGS[lang][`step_${step}`] || STRINGS.en[`step_${step}`] || step.replaceAll("_", " ")}`);
       li.append(label);
       return li;
     }));
-    $("confirm-status").textContent = "";
+    if (chosen === null) showConfirmStatus(null);
     const select = $("slide-select");
     select.replaceChildren(...materials().map((slide) => new Option(slide.title, slide.id)));
+    if (chosen) select.value = chosen;
     previewMaterial();
   }
 
@@ -348,7 +480,7 @@
   async function uploadMaterial() {
     const file = $("material-file").files[0];
     if (!file) return;
-    setStatus(`Uploading ${file.name}…`);
+    setStatus(t("uploading", { name: file.name }));
     let response;
     try {
       response = await fetch("/v1/materials", {
@@ -357,18 +489,18 @@
         body: file,
       });
     } catch {
-      setStatus("Cannot reach the server.", true);
+      setStatus(t("unreachable"), true);
       return;
     }
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
-      setStatus(data.error?.message || `The upload was refused (${response.status}).`, true);
+      setStatus(data.error?.message || t("uploadRefused", { status: response.status }), true);
       return;
     }
     const pages = data.pages.map((page) => ({
       id: `${data.material_id}-${page.page}`,
       kind: "image",
-      title: data.pages.length > 1 ? `${file.name} — page ${page.page}` : file.name,
+      title: data.pages.length > 1 ? t("pdfPage", { name: file.name, page: page.page }) : file.name,
       url: page.url,
     }));
     state.uploaded.push(...pages);
@@ -377,7 +509,7 @@
     select.value = pages[0].id;
     $("material-file").value = "";
     previewMaterial();
-    setStatus(`${file.name}: ${pages.length} page(s) ready to push.`);
+    setStatus(t("pagesReady", { name: file.name, n: pages.length }));
   }
 
   function previewMaterial() {
@@ -395,7 +527,7 @@
     const m = currentMaterial();
     state.material = m;
     sendData("material", m);
-    setStatus(`Showing "${m.title || "text"}" to the customer.`);
+    setStatus(t("showing", { title: m.title || t("textMaterial") }));
   }
 
   function togglePointer() {
@@ -425,8 +557,8 @@
   function render() {
     const agent = state.agent;
     if (agent) {
-      $("agent-state").textContent = agent.reason ? `${agent.state} (${agent.reason})` : agent.state;
-      $("state-time").textContent = agent.state_since ? `for ${formatDuration(Date.now() / 1000 - agent.state_since)}` : "";
+      $("agent-state").textContent = agent.reason ? `${stateName(agent.state)} (${agent.reason})` : stateName(agent.state);
+      $("state-time").textContent = agent.state_since ? t("forDuration", { d: formatDuration(Date.now() / 1000 - agent.state_since) }) : "";
     }
     const ringing = Boolean(state.offer && state.offerCall);
     $("incoming").hidden = !ringing;
@@ -445,11 +577,11 @@
   // -- signalling and media (/static/teller-client.js) -----------------------------------
 
   const CLIENT_TEXT = {
-    unreachable: "Cannot reach the call server.",
-    timeout: "The call server did not answer in time.",
-    disconnected: "Not connected to the call.",
+    unreachable: "callUnreachable",
+    timeout: "callTimeout",
+    disconnected: "callDisconnected",
   };
-  const client = new TellerClient({ text: (code) => CLIENT_TEXT[code] });
+  const client = new TellerClient({ text: (code) => (CLIENT_TEXT[code] ? t(CLIENT_TEXT[code]) : undefined) });
 
   client
     .on("participant_joined", (m) => { if (m.participant.tracks?.length) scheduleSync(m.participant.participant_id); })
@@ -463,16 +595,16 @@
     })
     .on("data", (m) => { if (m.topic === "confirm_done") onConfirmDone(m.payload); })
     .on("error", (m) => { if (m.code !== "transport_not_found") setStatus(m.message, true); })
-    .on("reconnecting", () => setStatus("Reconnecting to the call…"))
+    .on("reconnecting", () => setStatus(t("reconnecting")))
     .on("resumed", () => {
       // After a move the client closed the subscriptions: subscribe again as tracks appear.
       for (const participantId of client.participants.keys()) scheduleSync(participantId);
     })
     .on("restored", ({ missing }) => {
-      if (missing.length) setStatus("The customer's video did not come back.", true);
-      else setStatus("In the call.");
+      if (missing.length) setStatus(t("videoMissing"), true);
+      else setStatus(t("inCall"));
     })
-    .on("closed", () => { if (state.callState === "connected") setStatus("The connection to the call was lost.", true); });
+    .on("closed", () => { if (state.callState === "connected") setStatus(t("connectionLost"), true); });
 
   function sendData(topic, payload) {
     client.sendData(payload, topic);
@@ -484,12 +616,12 @@
         return await navigator.mediaDevices.getUserMedia(constraints);
       } catch { /* try less */ }
     }
-    setStatus("No camera or microphone: the customer will not see or hear you.", true);
+    setStatus(t("noMedia"), true);
     return new MediaStream();
   }
 
   async function joinRoom(token) {
-    setStatus("Connecting to the customer…");
+    setStatus(t("connecting"));
     state.inRoom = true;
     state.localStream = await startLocalMedia();
     $("local-video").srcObject = state.localStream;
@@ -497,7 +629,7 @@
     for (const info of client.participants.values()) if (info.tracks.length) scheduleSync(info.participant_id);
     state.publisher = client.publish(state.localStream);
     await state.publisher.ready;
-    setStatus("In the call.");
+    setStatus(t("inCall"));
   }
 
   const syncTimers = new Map();
@@ -515,7 +647,7 @@
     dropSubscription(participantId, true);
     subscribe(participantId, tracks).catch((error) => {
       if (["track_not_found", "participant_not_found", "disconnected"].includes(error.code)) return;
-      setStatus(`Cannot show the other side: ${error.message}`, true);
+      setStatus(t("cannotShow", { error: error.message }), true);
     });
   }
 
@@ -528,7 +660,7 @@
     video.autoplay = true;
     video.playsInline = true;
     const caption = document.createElement("figcaption");
-    caption.textContent = info?.name || info?.identity || "Guest";
+    caption.textContent = info?.name || info?.identity || t("guest");
     figure.append(video, caption);
     $("others").append(figure);
     return { video, own: true, figure };
@@ -598,6 +730,9 @@
   }
 
   function init() {
+    applyLanguage();
+    setStatus(t("logInToTake"));
+    for (const button of document.querySelectorAll("[data-lang]")) button.addEventListener("click", () => setLanguage(button.dataset.lang));
     $("login-form").addEventListener("submit", login);
     $("state-form").addEventListener("submit", setState);
     $("accept").addEventListener("click", accept);

@@ -15,8 +15,74 @@
   const STATES = ["available", "ringing", "busy", "wrap_up", "away", "offline"];
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
-  const lang = params.get("lang") || "en";
-  const state = { token: params.get("token") || null, queues: {}, agents: [], live: [], waiting: [], businesses: new Map(), timer: null };
+  const STATS_COLUMNS = ["group", "requests", "connected", "abandoned", "overflowed", "businesses_done", "avg_wait_s", "max_wait_s", "avg_talk_s", "avg_handle_s"];
+
+  // All UI text, per language (like the customer page). English unless ?lang=zh or the
+  // switch says otherwise; another language is one more entry here (and a button).
+  const STRINGS = {
+    zh: {
+      htmlLang: "zh-CN", title: "Teller 监控大屏", language: "语言", connecting: "正在连接…",
+      queues: "队列", agents: "坐席", live: "进行中的会话", business: "业务", customer: "客户", agent: "坐席",
+      talkTime: "通话时长", actions: "操作", noLive: "暂无进行中的会话。", monitoring: "正在监听", stopMonitoring: "停止监听",
+      waitingCalls: "等待中的来电", state: "状态", waiting: "等待", statistics: "运营统计", groupBy: "分组方式",
+      by_hour: "按小时", by_day: "按天", by_business: "按业务", by_agent: "按坐席", downloadCsv: "下载 CSV",
+      col_group: "分组", col_requests: "请求数", col_connected: "接通数", col_abandoned: "放弃数", col_overflowed: "溢出数",
+      col_businesses_done: "办结业务数", col_avg_wait_s: "平均等待", col_max_wait_s: "最长等待", col_avg_talk_s: "平均通话",
+      col_avg_handle_s: "平均处理", noStats: "该时段没有来电。", noAgent: "（无）",
+      state_available: "空闲", state_ringing: "振铃中", state_busy: "通话中", state_wrap_up: "话后整理", state_away: "离开", state_offline: "离线",
+      state_queued: "排队中", queueLabel: "队列 {skill}", waitingSuffix: " 人等待", longestWait: "最长等待 {d}",
+      answeredAbandoned: "已接听 {a} · 已放弃 {b}", serviceLevel: "服务水平 ",
+      forceEnd: "强制结束", forceEndLabel: "强制结束与{who}的通话", theCustomer: "客户", customerWord: "客户",
+      forceEndPrompt: "结束{who}的通话？原因：", defaultReason: "违规", callEnded: "通话已结束。", cannotEnd: "无法结束通话：{error}",
+      theCallEnded: "通话已结束。", updated: "已更新 {time}", cannotRefresh: "无法刷新：{error}", cannotLogIn: "无法登录：{error}",
+      refused: "服务器拒绝了请求（{status}）。", stop: "停止", stopLabel: "停止监听与{who}的通话", stoppedMonitoring: "已停止监听。",
+      monitor: "监听", monitorLabel: "监听与{who}的通话", stopWhisperLabel: "停止对{who}的坐席耳语", whisperLabel: "对{who}的坐席耳语",
+      onlyAgentHears: "只有坐席能听到您", monitorFirst: "请先监听该通话", stopWhisper: "停止耳语", whisper: "耳语",
+      bargeLabel: "强插与{who}的通话", customerWillSee: "客户将能看到并听到您", bargeIn: "强插",
+      joining: "正在加入…", barged: "您已强插：客户能看到并听到您。", whispering: "耳语中：只有坐席能听到您，客户看不到您。",
+      watching: "隐身监听中：客户看不到您。", notConnected: "未连接到通话。", callTimeout: "通话服务器未及时响应。",
+      callUnreachable: "无法连接通话服务器。", connectionLost: "与通话的连接已断开。", monitoringEnded: "监听已结束（{reason}）。",
+      monitoredLost: "与被监听通话的连接已断开。", cannotWatch: "无法观看{who}：{error}", participant: "参与者",
+      monitoringCall: "正在监听与{who}的通话。", cannotMonitor: "无法监听通话：{error}",
+      noMic: "此页面无法使用麦克风：必须通过 https 打开。", cannotWhisper: "无法耳语：{error}", cannotBarge: "无法强插：{error}",
+      cannotStats: "无法加载统计：{error}", downloaded: "已下载 {name}。", cannotDownload: "无法下载 CSV：{error}",
+      role_customer: "客户", role_agent: "坐席", role_supervisor: "主管",
+      skill_cards: "信用卡", skill_loans: "贷款", skill_payments: "支付结算", skill_pensions: "养老金", skill_service: "综合服务", skill_wealth: "财富管理",
+    },
+    en: {
+      htmlLang: "en", title: "Teller wallboard", language: "Language", connecting: "Connecting…",
+      queues: "Queues", agents: "Agents", live: "Live sessions", business: "Business", customer: "Customer", agent: "Agent",
+      talkTime: "Talk time", actions: "Actions", noLive: "No live sessions.", monitoring: "Monitoring", stopMonitoring: "Stop monitoring",
+      waitingCalls: "Waiting calls", state: "State", waiting: "Waiting", statistics: "Statistics", groupBy: "Group by",
+      by_hour: "By hour", by_day: "By day", by_business: "By business", by_agent: "By agent", downloadCsv: "Download CSV",
+      col_group: "Group", col_requests: "Requests", col_connected: "Connected", col_abandoned: "Abandoned", col_overflowed: "Overflowed",
+      col_businesses_done: "Businesses done", col_avg_wait_s: "Avg wait", col_max_wait_s: "Max wait", col_avg_talk_s: "Avg talk",
+      col_avg_handle_s: "Avg handle", noStats: "No calls in this period.", noAgent: "(none)",
+      state_available: "available", state_ringing: "ringing", state_busy: "busy", state_wrap_up: "wrap up", state_away: "away", state_offline: "offline",
+      state_queued: "queued", queueLabel: "Queue {skill}", waitingSuffix: " waiting", longestWait: "Longest wait {d}",
+      answeredAbandoned: "Answered {a} · Abandoned {b}", serviceLevel: "Service level ",
+      forceEnd: "Force end", forceEndLabel: "Force end call with {who}", theCustomer: "the customer", customerWord: "customer",
+      forceEndPrompt: "End the call of {who}? Reason:", defaultReason: "non-compliant", callEnded: "Call ended.", cannotEnd: "Cannot end the call: {error}",
+      theCallEnded: "The call ended.", updated: "Updated {time}", cannotRefresh: "Cannot refresh: {error}", cannotLogIn: "Cannot log in: {error}",
+      refused: "The server refused ({status}).", stop: "Stop", stopLabel: "Stop monitoring the call with {who}", stoppedMonitoring: "Stopped monitoring.",
+      monitor: "Monitor", monitorLabel: "Monitor the call with {who}", stopWhisperLabel: "Stop whispering to the agent of {who}", whisperLabel: "Whisper to the agent of {who}",
+      onlyAgentHears: "Only the agent hears you", monitorFirst: "Monitor the call first", stopWhisper: "Stop whisper", whisper: "Whisper",
+      bargeLabel: "Barge in on the call with {who}", customerWillSee: "The customer will see and hear you", bargeIn: "Barge in",
+      joining: "Joining…", barged: "You barged in: the customer sees and hears you.", whispering: "Whispering: only the agent hears you; the customer does not see you.",
+      watching: "Watching unseen: the customer does not see you.", notConnected: "Not connected to the call.", callTimeout: "The call server did not answer in time.",
+      callUnreachable: "Cannot reach the call server.", connectionLost: "The connection to the call was lost.", monitoringEnded: "Monitoring ended ({reason}).",
+      monitoredLost: "The connection to the monitored call was lost.", cannotWatch: "Cannot watch {who}: {error}", participant: "participant",
+      monitoringCall: "Monitoring the call with {who}.", cannotMonitor: "Cannot monitor the call: {error}",
+      noMic: "This page cannot use the microphone: it must be opened over https.", cannotWhisper: "Cannot whisper: {error}", cannotBarge: "Cannot barge in: {error}",
+      cannotStats: "Cannot load the statistics: {error}", downloaded: "Downloaded {name}.", cannotDownload: "Cannot download the CSV: {error}",
+      role_customer: "customer", role_agent: "agent", role_supervisor: "supervisor",
+    },
+  };
+  let lang = STRINGS[params.get("lang")] ? params.get("lang") : "en";
+  const t = (key, vars = {}) => String(STRINGS[lang][key] ?? STRINGS.en[key] ?? key)
+    .replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+  const tOr = (key, fallback) => (STRINGS[lang][key] ?? STRINGS.en[key] ?? fallback);
+  const state = { token: params.get("token") || null, queues: {}, agents: [], live: [], waiting: [], stats: [], businesses: new Map(), timer: null };
   // The call being supervised (null when none): see "Supervision" below.
   let monitor = null;
 
@@ -31,7 +97,7 @@
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     const data = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(data.error?.message || `The server refused (${response.status}).`);
+    if (!response.ok) throw new Error(data.error?.message || t("refused", { status: response.status }));
     return data;
   }
 
@@ -57,12 +123,12 @@
   function renderQueues() {
     const tiles = Object.entries(state.queues).sort(([a], [b]) => a.localeCompare(b)).map(([skill, q]) => {
       const level = q.service_level === null || q.service_level === undefined ? "—" : `${Math.round(q.service_level * 100)}%`;
-      const tile = el("article", { class: `tile${q.waiting ? " busy" : ""}`, "data-skill": skill, "aria-label": `Queue ${skill}` },
-        el("h3", {}, skill),
-        el("p", { class: "big" }, el("span", { class: "waiting" }, String(q.waiting)), " waiting"),
-        el("p", {}, `Longest wait ${duration(q.longest_wait_s || 0)}`),
-        el("p", {}, `Answered ${q.answered} · Abandoned ${q.abandoned}`),
-        el("p", {}, `Service level `, el("strong", { class: "service-level" }, level)));
+      const tile = el("article", { class: `tile${q.waiting ? " busy" : ""}`, "data-skill": skill, "aria-label": t("queueLabel", { skill }) },
+        el("h3", {}, tOr(`skill_${skill}`, skill)),
+        el("p", { class: "big" }, el("span", { class: "waiting" }, String(q.waiting)), t("waitingSuffix")),
+        el("p", {}, t("longestWait", { d: duration(q.longest_wait_s || 0) })),
+        el("p", {}, t("answeredAbandoned", { a: q.answered, b: q.abandoned })),
+        el("p", {}, t("serviceLevel"), el("strong", { class: "service-level" }, level)));
       return tile;
     });
     $("queues").replaceChildren(...tiles);
@@ -72,7 +138,7 @@
     const groups = STATES.map((s) => {
       const agents = state.agents.filter((a) => a.state === s);
       return el("article", { class: `group state-${s}`, "data-state": s },
-        el("h3", {}, `${s.replace("_", " ")} (${agents.length})`),
+        el("h3", {}, `${tOr(`state_${s}`, s)} (${agents.length})`),
         el("ul", {}, ...agents.map((a) => el("li", { "data-agent-id": a.agent_id },
           `${a.name || a.agent_id}${a.reason ? ` (${a.reason})` : ""} `, el("span", { class: "since" }, duration(now() - (a.state_since || now())))))));
     });
@@ -86,7 +152,7 @@
 
   function renderLive() {
     const rows = state.live.map((call) => {
-      const end = el("button", { type: "button", class: "danger force-end", "aria-label": `Force end call with ${call.customer?.name || "customer"}` }, "Force end");
+      const end = el("button", { type: "button", class: "danger force-end", "aria-label": t("forceEndLabel", { who: call.customer?.name || t("customerWord") }) }, t("forceEnd"));
       end.addEventListener("click", () => forceEnd(call));
       const later = supervisionButtons(call);
       return el("tr", { "data-call-id": call.call_id, class: monitor?.callId === call.call_id ? "monitored" : "" },
@@ -101,53 +167,173 @@
     const waiting = state.waiting.map((call) => el("tr", { "data-call-id": call.call_id },
       el("td", {}, businessName(call.business)),
       el("td", {}, call.customer?.name || ""),
-      el("td", {}, call.state),
+      el("td", {}, tOr(`state_${call.state}`, call.state)),
       el("td", {}, duration(now() - call.queued_at))));
     $("waiting").tBodies[0].replaceChildren(...waiting);
   }
 
   async function forceEnd(call) {
-    const reason = window.prompt(`End the call of ${call.customer?.name || "the customer"}? Reason:`, "non-compliant");
+    const reason = window.prompt(t("forceEndPrompt", { who: call.customer?.name || t("theCustomer") }), t("defaultReason"));
     if (reason === null) return;
     try {
       await api("DELETE", `/v1/calls/${call.call_id}?reason=${encodeURIComponent(reason)}`);
-      setStatus("Call ended.");
+      setStatus(t("callEnded"));
       await refresh();
     } catch (error) {
-      setStatus(`Cannot end the call: ${error.message}`, true);
+      setStatus(t("cannotEnd", { error: error.message }), true);
     }
   }
 
   async function refresh() {
-    const [queues, agents, calls] = await Promise.all([api("GET", "/v1/queues"), api("GET", "/v1/agents"), api("GET", "/v1/calls")]);
+    const [queues, agents, calls] = await Promise.all([api("GET", "/v1/queues"), api("GET", "/v1/agents"), api("GET", "/v1/calls"), refreshStats()]);
     state.queues = queues.queues;
     state.agents = agents.agents;
     state.live = calls.calls.filter((c) => c.state === "connected");
     state.waiting = calls.calls.filter((c) => c.state === "queued" || c.state === "ringing");
-    if (monitor && !state.live.some((c) => c.call_id === monitor.callId)) stopMonitor("The call ended.");
+    if (monitor && !state.live.some((c) => c.call_id === monitor.callId)) stopMonitor(t("theCallEnded"));
     renderQueues();
     renderAgents();
     renderLive();
+  }
+
+  // -- Statistics (GET /v1/stats, docs/contact-centre.md "Figures") ----------------------
+
+  function statsPath(format) {
+    const query = new URLSearchParams({ by: $("stats-by").value });
+    if (format) query.set("format", format);
+    return `/v1/stats?${query}`;
+  }
+
+  // A failure here shows in the section, never stops the rest of the board.
+  async function refreshStats() {
+    const by = $("stats-by").value;
+    try {
+      const body = await api("GET", statsPath());
+      if (body.by && body.by !== $("stats-by").value) return;
+      state.stats = body.rows || [];
+      state.statsBy = by;
+      state.statsError = null;
+    } catch (error) {
+      state.statsError = error.message;
+    }
+    renderStats();
+  }
+
+  function statGroup(row) {
+    if (state.statsBy === "business") return businessName(row.group);
+    if (state.statsBy === "agent") return row.group === "(none)" ? t("noAgent") : agentName(row.group);
+    return row.group;
+  }
+
+  function statCell(column, value) {
+    if (value === null || value === undefined) return "—";
+    if (column.endsWith("_s")) return duration(value);
+    return String(value);
+  }
+
+  function renderStats() {
+    const rows = state.stats.map((row) => el("tr", { "data-group": row.group },
+      ...STATS_COLUMNS.map((column) => el("td", { "data-column": column, class: column === "group" ? "" : "num" },
+        column === "group" ? statGroup(row) : statCell(column, row[column])))));
+    $("stats-table").tBodies[0].replaceChildren(...rows);
+    const empty = $("no-stats");
+    empty.hidden = rows.length > 0 && !state.statsError;
+    empty.className = state.statsError ? "error" : "";
+    empty.textContent = state.statsError ? t("cannotStats", { error: state.statsError }) : t("noStats");
+  }
+
+  // The CSV needs the Authorization header, so it is fetched here and saved from a Blob.
+  async function downloadStats() {
+    const by = $("stats-by").value;
+    try {
+      let response;
+      try {
+        response = await fetch(statsPath("csv"), { headers: state.token ? { Authorization: `Bearer ${state.token}` } : {} });
+      } catch {
+        throw new Error(t("callUnreachable"));
+      }
+      if (!response.ok) {
+        const data = await response.json().catch(() => ({}));
+        throw new Error(data.error?.message || t("refused", { status: response.status }));
+      }
+      const blob = new Blob([await response.text()], { type: "text/csv;charset=utf-8" });
+      const name = `teller-stats-${by}-${new Date().toISOString().slice(0, 10)}.csv`;
+      const url = URL.createObjectURL(blob);
+      const link = el("a", { href: url, download: name, hidden: "" });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
+      setStatus(t("downloaded", { name }));
+    } catch (error) {
+      setStatus(t("cannotDownload", { error: error.message }), true);
+    }
+  }
+
+  // -- Language -------------------------------------------------------------------------
+
+  function applyLanguage() {
+    document.documentElement.lang = t("htmlLang");
+    document.title = t("title");
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+    for (const button of document.querySelectorAll("[data-lang]")) button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
+  }
+
+  async function loadCatalogue() {
+    const asked = lang;
+    const catalogue = await api("GET", `/v1/catalogue?lang=${encodeURIComponent(asked)}`);
+    if (asked !== lang) return;
+    state.businesses.clear();
+    for (const b of catalogue.businesses) state.businesses.set(b.id, b);
+  }
+
+  async function setLanguage(next) {
+    if (!STRINGS[next] || next === lang) return;
+    lang = next;
+    const url = new URL(location.href);
+    url.searchParams.set("lang", lang);
+    history.replaceState(null, "", url);
+    applyLanguage();
+    renderQueues();
+    renderAgents();
+    renderMonitor();
+    renderStats();
+    try {
+      await loadCatalogue();
+    } catch (error) {
+      setStatus(t("cannotRefresh", { error: error.message }), true);
+    }
+    renderLive();
+    renderStats();
   }
 
   async function poll() {
     clearTimeout(state.timer);
     try {
       await refresh();
-      setStatus(`Updated ${new Date().toLocaleTimeString()}`);
+      setStatus(t("updated", { time: new Date().toLocaleTimeString(t("htmlLang")) }));
     } catch (error) {
-      setStatus(`Cannot refresh: ${error.message}`, true);
+      setStatus(t("cannotRefresh", { error: error.message }), true);
     }
     state.timer = setTimeout(poll, POLL_MS);
   }
 
   async function init() {
+    applyLanguage();
+    setStatus(t("connecting"));
+    for (const button of document.querySelectorAll("[data-lang]")) button.addEventListener("click", () => setLanguage(button.dataset.lang));
+    $("stats-by").addEventListener("change", () => {
+      state.stats = [];
+      renderStats();
+      refreshStats();
+    });
+    $("stats-csv").addEventListener("click", downloadStats);
     try {
       if (!state.token) state.token = (await api("POST", "/v1/dev/supervisor", { name: "Supervisor" })).token;
-      const catalogue = await api("GET", `/v1/catalogue?lang=${encodeURIComponent(lang)}`);
-      for (const b of catalogue.businesses) state.businesses.set(b.id, b);
+      await loadCatalogue();
     } catch (error) {
-      setStatus(`Cannot log in: ${error.message}`, true);
+      setStatus(t("cannotLogIn", { error: error.message }), true);
       return;
     }
     poll();
@@ -165,16 +351,16 @@
   // The buttons of one live session: Monitor (or Stop while monitoring it), Whisper
   // (only while monitoring it) and Barge in (only while monitoring it unseen).
   function supervisionButtons(call) {
-    const who = call.customer?.name || "customer";
+    const who = call.customer?.name || t("customerWord");
     const mine = monitor?.callId === call.call_id;
     const busy = Boolean(monitor?.busy);
     const buttons = [];
     if (mine) {
-      const stop = el("button", { type: "button", class: "monitor-stop", "aria-label": `Stop monitoring the call with ${who}` }, "Stop");
-      stop.addEventListener("click", () => stopMonitor("Stopped monitoring."));
+      const stop = el("button", { type: "button", class: "monitor-stop", "aria-label": t("stopLabel", { who }) }, t("stop"));
+      stop.addEventListener("click", () => stopMonitor(t("stoppedMonitoring")));
       buttons.push(stop);
     } else {
-      const start = el("button", { type: "button", class: "monitor", "aria-label": `Monitor the call with ${who}` }, "Monitor");
+      const start = el("button", { type: "button", class: "monitor", "aria-label": t("monitorLabel", { who }) }, t("monitor"));
       if (busy || !call.room) start.disabled = true;
       start.addEventListener("click", () => startMonitor(call));
       buttons.push(start);
@@ -184,17 +370,17 @@
       type: "button",
       class: `whisper${whispering ? " active" : ""}`,
       "aria-pressed": String(whispering),
-      "aria-label": whispering ? `Stop whispering to the agent of ${who}` : `Whisper to the agent of ${who}`,
-      title: mine ? "Only the agent hears you" : "Monitor the call first",
-    }, whispering ? "Stop whisper" : "Whisper");
+      "aria-label": whispering ? t("stopWhisperLabel", { who }) : t("whisperLabel", { who }),
+      title: mine ? t("onlyAgentHears") : t("monitorFirst"),
+    }, whispering ? t("stopWhisper") : t("whisper"));
     if (!mine || !monitor.joined || busy) whisper.disabled = true;
     whisper.addEventListener("click", () => (whispering ? stopWhisper() : startWhisper()));
     const barge = el("button", {
       type: "button",
       class: "barge",
-      "aria-label": `Barge in on the call with ${who}`,
-      title: mine ? "The customer will see and hear you" : "Monitor the call first",
-    }, "Barge in");
+      "aria-label": t("bargeLabel", { who }),
+      title: mine ? t("customerWillSee") : t("monitorFirst"),
+    }, t("bargeIn"));
     if (!mine || !monitor.joined || monitor.revealed || busy) barge.disabled = true;
     barge.addEventListener("click", bargeIn);
     buttons.push(whisper, barge);
@@ -209,10 +395,10 @@
       $("monitor-call").textContent = call ? `${businessName(call.business)} · ${call.customer?.name || ""}` : monitor.room;
       const status = $("monitor-status");
       status.className = monitor.revealed ? "revealed" : monitor.publisher ? "whispering" : "";
-      status.textContent = monitor.message || (!monitor.joined ? "Joining…"
-        : monitor.revealed ? "You barged in: the customer sees and hears you."
-        : monitor.publisher ? "Whispering: only the agent hears you; the customer does not see you."
-        : "Watching unseen: the customer does not see you.");
+      status.textContent = monitor.message || (!monitor.joined ? t("joining")
+        : monitor.revealed ? t("barged")
+        : monitor.publisher ? t("whispering")
+        : t("watching"));
     }
     renderLive();
   }
@@ -233,12 +419,12 @@
     const requestId = `m${m.nextRequestId++}`;
     return new Promise((resolve, reject) => {
       if (m.ws?.readyState !== WebSocket.OPEN) {
-        reject(new SupervisionError("Not connected to the call.", "disconnected"));
+        reject(new SupervisionError(t("notConnected"), "disconnected"));
         return;
       }
       const timer = setTimeout(() => {
         m.pending.delete(requestId);
-        reject(new SupervisionError("The call server did not answer in time.", "timeout"));
+        reject(new SupervisionError(t("callTimeout"), "timeout"));
       }, timeoutMs);
       m.pending.set(requestId, { resolve, reject, timer });
       monitorSend(m, { ...message, request_id: requestId });
@@ -249,9 +435,9 @@
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(`${scheme}//${location.host}/v1/rtc`);
-      const timer = setTimeout(() => { ws.close(); reject(new SupervisionError("Cannot reach the call server.", "unreachable")); }, REQUEST_TIMEOUT_MS);
+      const timer = setTimeout(() => { ws.close(); reject(new SupervisionError(t("callUnreachable"), "unreachable")); }, REQUEST_TIMEOUT_MS);
       ws.onopen = () => { clearTimeout(timer); resolve(ws); };
-      ws.onclose = () => { clearTimeout(timer); reject(new SupervisionError("Cannot reach the call server.", "unreachable")); };
+      ws.onclose = () => { clearTimeout(timer); reject(new SupervisionError(t("callUnreachable"), "unreachable")); };
     });
   }
 
@@ -301,7 +487,7 @@
     m.ws = null;
     for (const pending of m.pending.values()) {
       clearTimeout(pending.timer);
-      pending.reject(new SupervisionError("The connection to the call was lost.", "disconnected"));
+      pending.reject(new SupervisionError(t("connectionLost"), "disconnected"));
     }
     m.pending.clear();
     if (m === monitor) {
@@ -309,7 +495,7 @@
       teardownMonitor(m);
       monitor = null;
       renderMonitor();
-      setStatus(ended ? `Monitoring ended (${m.leftReason}).` : "The connection to the monitored call was lost.", !ended);
+      setStatus(ended ? t("monitoringEnded", { reason: m.leftReason }) : t("monitoredLost"), !ended);
     }
   }
 
@@ -384,13 +570,13 @@
     dropWatch(m, participantId, true);
     watch(m, participantId, tracks).catch((error) => {
       if (["track_not_found", "participant_not_found", "disconnected"].includes(error.code)) return;
-      monitorMessage(`Cannot watch ${watchedName(m, participantId)}: ${error.message}`, true);
+      monitorMessage(t("cannotWatch", { who: watchedName(m, participantId), error: error.message }), true);
     });
   }
 
   function watchedName(m, participantId) {
     const info = m.participants.get(participantId);
-    return info?.name || info?.identity || "participant";
+    return info?.name || info?.identity || t("participant");
   }
 
   async function watch(m, participantId, tracks) {
@@ -398,7 +584,7 @@
     const info = m.participants.get(participantId) || {};
     const video = el("video", { autoplay: "", playsinline: "" });
     const tile = el("figure", { class: "monitor-tile", "data-participant-id": participantId },
-      video, el("figcaption", {}, watchedName(m, participantId), " ", el("span", { class: "role" }, info.role ? `(${info.role})` : "")));
+      video, el("figcaption", {}, watchedName(m, participantId), " ", el("span", { class: "role" }, info.role ? `(${tOr(`role_${info.role}`, info.role)})` : "")));
     $("monitor-tiles").append(tile);
     const sub = { pc, transportId: null, trackIds: new Set(tracks.map((t) => t.track_id)), tile, video, stream: new MediaStream(), closed: false };
     m.subscriptions.set(participantId, sub);
@@ -455,14 +641,14 @@
       m.joined = true;
       m.busy = false;
       (joined.participants || []).forEach((info) => addWatched(m, info));
-      setStatus(`Monitoring the call with ${call.customer?.name || "the customer"}.`);
+      setStatus(t("monitoringCall", { who: call.customer?.name || t("theCustomer") }));
       renderMonitor();
     } catch (error) {
       if (m !== monitor) return;
       teardownMonitor(m);
       monitor = null;
       renderMonitor();
-      setStatus(`Cannot monitor the call: ${error.message}`, true);
+      setStatus(t("cannotMonitor", { error: error.message }), true);
     }
   }
 
@@ -472,7 +658,7 @@
     m.busy = true;
     renderMonitor();
     try {
-      if (!navigator.mediaDevices?.getUserMedia) throw new SupervisionError("This page cannot use the microphone: it must be opened over https.");
+      if (!navigator.mediaDevices?.getUserMedia) throw new SupervisionError(t("noMic"));
       const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
       if (m !== monitor) { mic.getTracks().forEach((t) => t.stop()); return; }
       const pc = newPeerConnection(m);
@@ -489,7 +675,7 @@
       if (m !== monitor) return;
       closeWhisper(m);
       m.busy = false;
-      monitorMessage(`Cannot whisper: ${error.message}`, true);
+      monitorMessage(t("cannotWhisper", { error: error.message }), true);
     }
   }
 
@@ -532,7 +718,7 @@
     } catch (error) {
       if (m !== monitor) return;
       m.busy = false;
-      monitorMessage(`Cannot barge in: ${error.message}`, true);
+      monitorMessage(t("cannotBarge", { error: error.message }), true);
     }
   }
 
@@ -598,7 +784,7 @@
     };
   }
 
-  $("monitor-stop").addEventListener("click", () => stopMonitor("Stopped monitoring."));
+  $("monitor-stop").addEventListener("click", () => stopMonitor(t("stoppedMonitoring")));
   window.addEventListener("pagehide", () => {
     if (monitor) monitorSend(monitor, { type: "leave" });
   });
@@ -609,6 +795,7 @@
       queues: state.queues,
       agents: state.agents.map((a) => ({ agent_id: a.agent_id, state: a.state })),
       live: state.live.map((c) => c.call_id),
+      statistics: { by: state.statsBy, rows: state.stats },
       monitor: await monitorStats(),
     }),
   };
