@@ -81,13 +81,8 @@
     },
   };
 
-  class PageError extends Error {
-    constructor(message, code = "", status = 0) {
-      super(message);
-      this.code = code;
-      this.status = status;
-    }
-  }
+  // Chinese first: ?lang= or the browser's English say otherwise (see init).
+  const texts = TellerPage.texts(STRINGS, "zh");
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -111,7 +106,7 @@
   };
 
   const state = {
-    lang: "zh",
+    get lang() { return texts.lang; },
     large: false,
     fontStep: 0,
     voice: false,
@@ -141,7 +136,8 @@
     get participantId() { return client.participantId; },
   };
 
-  const t = (key) => STRINGS[state.lang][key] ?? STRINGS.en[key] ?? key;
+  // Some texts are functions (of a confirmation request): handed back as they are.
+  const t = (key) => texts.tOr(key, key);
 
   // The client's own errors in the page's words (the server's come with its message).
   const CLIENT_TEXT = { unreachable: "unreachable", timeout: "unreachable", disconnected: "lost", left: "lost" };
@@ -170,11 +166,7 @@
   }
 
   function applyLanguage() {
-    document.documentElement.lang = t("htmlLang");
-    document.title = t("title");
-    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-    for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
-    for (const button of ui.langButtons) button.setAttribute("aria-pressed", String(button.dataset.lang === state.lang));
+    texts.apply();
     ui.name.placeholder = t("defaultName");
     renderControls();
     renderQueue();
@@ -183,7 +175,7 @@
 
   async function setLanguage(lang) {
     if (!STRINGS[lang]) return;
-    state.lang = lang;
+    texts.use(lang);
     applyLanguage();
     if (state.phase === "start") {
       await loadCatalogue();
@@ -218,23 +210,11 @@
 
   // -- REST -------------------------------------------------------------------------------
 
-  async function api(method, path, body, token = state.token) {
-    const headers = {};
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (token) headers.Authorization = `Bearer ${token}`;
-    let response;
-    try {
-      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    } catch {
-      throw new PageError(t("unreachable"), "unreachable");
-    }
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const error = data.error || {};
-      throw new PageError(error.message || `HTTP ${response.status}`, error.code, response.status);
-    }
-    return data;
-  }
+  // The server's refusals come with its message; else the status.
+  const api = TellerPage.api({
+    token: () => state.token,
+    text: (key, vars) => (key === "refused" ? `HTTP ${vars.status}` : t(key)),
+  });
 
   async function loadCatalogue() {
     const lang = state.lang;
@@ -905,8 +885,8 @@
   function init() {
     const params = new URLSearchParams(location.search);
     const lang = params.get("lang");
-    if (STRINGS[lang]) state.lang = lang;
-    else if (!lang && (navigator.language || "").toLowerCase().startsWith("en")) state.lang = "en";
+    if (STRINGS[lang]) texts.use(lang);
+    else if (!lang && (navigator.language || "").toLowerCase().startsWith("en")) texts.use("en");
     if (params.get("large") === "1") setLarge(true);
     if (params.get("name")) ui.name.value = params.get("name").slice(0, 64);
     for (const button of ui.langButtons) button.addEventListener("click", () => setLanguage(button.dataset.lang));

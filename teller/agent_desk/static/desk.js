@@ -92,9 +92,8 @@
       connecting: "Connecting to the customer…", cannotShow: "Cannot show the other side: {error}",
     },
   };
-  let lang = STRINGS[params.get("lang")] ? params.get("lang") : "en";
-  const t = (key, vars = {}) => String(STRINGS[lang][key] ?? STRINGS.en[key] ?? key)
-    .replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+  const texts = TellerPage.texts(STRINGS, params.get("lang"));
+  const { t } = texts;
   const stateName = (s) => t(`state_${s}`) === `state_${s}` ? s : t(`state_${s}`);
 
   const state = {
@@ -130,19 +129,10 @@
     ];
   };
 
-  class DeskError extends Error {
-    constructor(message, code = "") { super(message); this.code = code; }
-  }
-
   // -- language --------------------------------------------------------------------------
 
   function applyLanguage() {
-    document.documentElement.lang = t("htmlLang");
-    document.title = t("title");
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
-    for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
-    for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
-    for (const button of document.querySelectorAll("[data-lang]")) button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
+    texts.apply();
     renderConfirmStatus();
     // The default "what" of a confirmation follows the language until the agent types one.
     const what = $("confirm-what");
@@ -150,11 +140,8 @@
   }
 
   async function setLanguage(next) {
-    if (!STRINGS[next] || next === lang) return;
-    lang = next;
-    const url = new URL(location.href);
-    url.searchParams.set("lang", lang);
-    history.replaceState(null, "", url);
+    if (!texts.use(next)) return;
+    texts.keepInUrl();
     applyLanguage();
     if (!state.agent) { setStatus(t("logInToTake")); return; }
     setStatus(state.inRoom ? t("inCall") : t("youAre", { state: stateName(state.agent.state) }));
@@ -174,29 +161,13 @@
 
   // -- REST ------------------------------------------------------------------------------
 
-  async function api(method, path, body) {
-    const headers = {};
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let response;
-    try {
-      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    } catch {
-      throw new DeskError(t("unreachable"), "unreachable");
-    }
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const error = data.error || {};
-      throw new DeskError(error.message || t("refused", { status: response.status }), error.code);
-    }
-    return data;
-  }
+  const api = TellerPage.api({ token: () => state.token, text: t });
 
   async function loadCatalogue() {
     try {
-      const asked = lang;
+      const asked = texts.lang;
       const body = await api("GET", `/v1/catalogue?lang=${encodeURIComponent(asked)}`);
-      if (asked !== lang) return;
+      if (asked !== texts.lang) return;
       state.catalogue.clear();
       for (const b of body.businesses) state.catalogue.set(b.id, b);
     } catch (error) {
@@ -453,7 +424,7 @@
       box.type = "checkbox";
       box.name = step;
       box.checked = ticked.has(step) && chosen !== null;
-      label.append(box, ` ${STRINGS[lang][`step_${step}`] || STRINGS.en[`step_${step}`] || step.replaceAll("_", " ")}`);
+      label.append(box, ` ${texts.tOr(`step_${step}`, step.replaceAll("_", " "))}`);
       li.append(label);
       return li;
     }));

@@ -8,8 +8,12 @@
 //     awaits(info)      optional: whose media a reconnect waits for before "restored"
 //                       (default: every other participant publishing tracks).
 //   client.on(type, handler(message, meta))   events, below; returns the client.
-//   await client.join(token)       open the socket with an access token and `join`;
+//   await client.join(token, {room, hidden}?)  open the socket with an access token and `join`
+//                                  (room: when the token does not name one, e.g. "*";
+//                                  hidden: a supervisor joining unseen by customers);
 //                                  resolves with `joined`. One client joins again after close().
+//   await client.reveal()          a hidden participant shows itself (barge-in); the resume
+//                                  token of the ack replaces the old one, so a resume is not hidden.
 //   client.request(message, timeoutMs?)  -> Promise of the reply (request_id added);
 //                                  rejects with a TellerError {code, status}.
 //   client.send(message)           fire and forget (dropped while not connected).
@@ -21,9 +25,11 @@
 //                                  audio then video tracks, sources "microphone"/"camera"
 //                                  unless `source` names one for all. Republished after a move;
 //                                  onError(error) hears of a republish that failed.
-//   client.subscribe(participantId, tracks, {byTrackIds, onTrack, onConnectionState, onClose})
+//   client.subscribe(participantId, tracks, {byTrackIds, eachTrack, onTrack, onConnectionState, onClose})
 //                                  -> Subscription {participantId, pc, stream (the MediaStream
 //                                  to attach), trackIds, transportId, closed, ready, close(tellServer = true)}.
+//                                  eachTrack: receive every track given (camera and screen), not
+//                                  at most one audio and one video.
 //                                  `ready` resolves once answered; a closed holder never rejects,
 //                                  a subscription that fails is closed. onClose(holder) runs once
 //                                  whoever closes it (the page, a move to another node, close()).
@@ -363,7 +369,7 @@
 
     // -- joining and leaving -------------------------------------------------------------
 
-    async join(token) {
+    async join(token, { room, hidden } = {}) {
       const generation = this.generation;
       this.phase = "connecting";
       this.leftReason = null;
@@ -373,7 +379,10 @@
         throw this.error("left");
       }
       this.adoptSocket(ws);
-      const joined = await this.request({ type: "join", protocol: 1 });
+      const message = { type: "join", protocol: 1 };
+      if (room) message.room = room;
+      if (hidden) message.hidden = true;
+      const joined = await this.request(message);
       this.takeJoined(joined);
       this.participants.clear();
       (joined.participants || []).forEach((info) => this.addParticipant(info));
@@ -385,6 +394,14 @@
       this.participantId = joined.participant.participant_id;
       this.resumeToken = joined.resume_token || this.resumeToken;
       this.iceServers = joined.ice_servers || [];
+    }
+
+    // Barge-in: customers see this participant from now on. The ack's resume token (taken
+    // by onSocketMessage) no longer says hidden.
+    async reveal() {
+      const ack = await this.request({ type: "reveal" });
+      if (ack.resume_token) this.resumeToken = ack.resume_token;
+      return ack;
     }
 
     async leave() {
@@ -543,14 +560,16 @@
 
     // -- subscribing ---------------------------------------------------------------------
 
-    // `tracks`: the participant's tracks to receive (at most one audio and one video).
+    // `tracks`: the participant's tracks to receive (at most one audio and one video,
+    // unless options.eachTrack).
     subscribe(participantId, tracks, options = {}) {
       const subscription = new Subscription(this, participantId, tracks, options);
       this.subscriptions.add(subscription);
       const pc = this.newPeerConnection();
       subscription.pc = pc;
       for (const kind of ["audio", "video"]) {
-        if (tracks.some((t) => t.kind === kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+        const count = tracks.filter((t) => t.kind === kind).length;
+        for (let i = 0; i < (options.eachTrack ? count : Math.min(count, 1)); i++) pc.addTransceiver(kind, { direction: "recvonly" });
       }
       pc.ontrack = (event) => {
         subscription.stream.addTrack(event.track);

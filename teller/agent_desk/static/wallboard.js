@@ -1,16 +1,14 @@
 // Teller supervisor wallboard: queues, agents by state, live sessions (REST,
 // docs/contact-centre.md), refreshed every two seconds; a supervisor can end a
 // non-compliant session, and supervise a live one over the signalling WebSocket
-// (docs/protocol.md, "Monitoring, whisper, barge-in"): Monitor joins the call's room
+// (docs/protocol.md, "Monitoring, whisper, barge-in") through /static/teller-client.js,
+// which also resumes a dropped connection: Monitor joins the call's room
 // hidden and subscribes to everyone, Whisper publishes the microphone (only staff can
 // receive it), Barge in reveals the supervisor to the customer, Stop leaves.
 "use strict";
 
 (() => {
   const POLL_MS = 2000;
-  const GATHER_TIMEOUT_MS = 2000;
-  const REQUEST_TIMEOUT_MS = 15000;
-  const LEAVE_TIMEOUT_MS = 1000;
   const SUBSCRIBE_DEBOUNCE_MS = 200;
   const STATES = ["available", "ringing", "busy", "wrap_up", "away", "offline"];
   const $ = (id) => document.getElementById(id);
@@ -35,13 +33,13 @@
       forceEnd: "强制结束", forceEndLabel: "强制结束与{who}的通话", theCustomer: "客户", customerWord: "客户",
       forceEndPrompt: "结束{who}的通话？原因：", defaultReason: "违规", callEnded: "通话已结束。", cannotEnd: "无法结束通话：{error}",
       theCallEnded: "通话已结束。", updated: "已更新 {time}", cannotRefresh: "无法刷新：{error}", cannotLogIn: "无法登录：{error}",
-      refused: "服务器拒绝了请求（{status}）。", stop: "停止", stopLabel: "停止监听与{who}的通话", stoppedMonitoring: "已停止监听。",
+      refused: "服务器拒绝了请求（{status}）。", unreachable: "无法连接服务器。", stop: "停止", stopLabel: "停止监听与{who}的通话", stoppedMonitoring: "已停止监听。",
       monitor: "监听", monitorLabel: "监听与{who}的通话", stopWhisperLabel: "停止对{who}的坐席耳语", whisperLabel: "对{who}的坐席耳语",
       onlyAgentHears: "只有坐席能听到您", monitorFirst: "请先监听该通话", stopWhisper: "停止耳语", whisper: "耳语",
       bargeLabel: "强插与{who}的通话", customerWillSee: "客户将能看到并听到您", bargeIn: "强插",
       joining: "正在加入…", barged: "您已强插：客户能看到并听到您。", whispering: "耳语中：只有坐席能听到您，客户看不到您。",
       watching: "隐身监听中：客户看不到您。", notConnected: "未连接到通话。", callTimeout: "通话服务器未及时响应。",
-      callUnreachable: "无法连接通话服务器。", connectionLost: "与通话的连接已断开。", monitoringEnded: "监听已结束（{reason}）。",
+      callUnreachable: "无法连接通话服务器。", monitoringEnded: "监听已结束（{reason}）。",
       monitoredLost: "与被监听通话的连接已断开。", cannotWatch: "无法观看{who}：{error}", participant: "参与者",
       monitoringCall: "正在监听与{who}的通话。", cannotMonitor: "无法监听通话：{error}",
       noMic: "此页面无法使用麦克风：必须通过 https 打开。", cannotWhisper: "无法耳语：{error}", cannotBarge: "无法强插：{error}",
@@ -64,13 +62,13 @@
       forceEnd: "Force end", forceEndLabel: "Force end call with {who}", theCustomer: "the customer", customerWord: "customer",
       forceEndPrompt: "End the call of {who}? Reason:", defaultReason: "non-compliant", callEnded: "Call ended.", cannotEnd: "Cannot end the call: {error}",
       theCallEnded: "The call ended.", updated: "Updated {time}", cannotRefresh: "Cannot refresh: {error}", cannotLogIn: "Cannot log in: {error}",
-      refused: "The server refused ({status}).", stop: "Stop", stopLabel: "Stop monitoring the call with {who}", stoppedMonitoring: "Stopped monitoring.",
+      refused: "The server refused ({status}).", unreachable: "Cannot reach the server.", stop: "Stop", stopLabel: "Stop monitoring the call with {who}", stoppedMonitoring: "Stopped monitoring.",
       monitor: "Monitor", monitorLabel: "Monitor the call with {who}", stopWhisperLabel: "Stop whispering to the agent of {who}", whisperLabel: "Whisper to the agent of {who}",
       onlyAgentHears: "Only the agent hears you", monitorFirst: "Monitor the call first", stopWhisper: "Stop whisper", whisper: "Whisper",
       bargeLabel: "Barge in on the call with {who}", customerWillSee: "The customer will see and hear you", bargeIn: "Barge in",
       joining: "Joining…", barged: "You barged in: the customer sees and hears you.", whispering: "Whispering: only the agent hears you; the customer does not see you.",
       watching: "Watching unseen: the customer does not see you.", notConnected: "Not connected to the call.", callTimeout: "The call server did not answer in time.",
-      callUnreachable: "Cannot reach the call server.", connectionLost: "The connection to the call was lost.", monitoringEnded: "Monitoring ended ({reason}).",
+      callUnreachable: "Cannot reach the call server.", monitoringEnded: "Monitoring ended ({reason}).",
       monitoredLost: "The connection to the monitored call was lost.", cannotWatch: "Cannot watch {who}: {error}", participant: "participant",
       monitoringCall: "Monitoring the call with {who}.", cannotMonitor: "Cannot monitor the call: {error}",
       noMic: "This page cannot use the microphone: it must be opened over https.", cannotWhisper: "Cannot whisper: {error}", cannotBarge: "Cannot barge in: {error}",
@@ -78,10 +76,8 @@
       role_customer: "customer", role_agent: "agent", role_supervisor: "supervisor",
     },
   };
-  let lang = STRINGS[params.get("lang")] ? params.get("lang") : "en";
-  const t = (key, vars = {}) => String(STRINGS[lang][key] ?? STRINGS.en[key] ?? key)
-    .replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
-  const tOr = (key, fallback) => (STRINGS[lang][key] ?? STRINGS.en[key] ?? fallback);
+  const texts = TellerPage.texts(STRINGS, params.get("lang"));
+  const { t, tOr } = texts;
   const state = { token: params.get("token") || null, queues: {}, agents: [], live: [], waiting: [], stats: [], businesses: new Map(), timer: null };
   // The call being supervised (null when none): see "Supervision" below.
   let monitor = null;
@@ -91,15 +87,7 @@
     $("status").className = isError ? "error" : "";
   }
 
-  async function api(method, path, body) {
-    const headers = {};
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(data.error?.message || t("refused", { status: response.status }));
-    return data;
-  }
+  const api = TellerPage.api({ token: () => state.token, text: t });
 
   function duration(seconds) {
     const s = Math.max(0, Math.round(seconds));
@@ -272,29 +260,18 @@
 
   // -- Language -------------------------------------------------------------------------
 
-  function applyLanguage() {
-    document.documentElement.lang = t("htmlLang");
-    document.title = t("title");
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
-    for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
-    for (const button of document.querySelectorAll("[data-lang]")) button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
-  }
-
   async function loadCatalogue() {
-    const asked = lang;
+    const asked = texts.lang;
     const catalogue = await api("GET", `/v1/catalogue?lang=${encodeURIComponent(asked)}`);
-    if (asked !== lang) return;
+    if (asked !== texts.lang) return;
     state.businesses.clear();
     for (const b of catalogue.businesses) state.businesses.set(b.id, b);
   }
 
   async function setLanguage(next) {
-    if (!STRINGS[next] || next === lang) return;
-    lang = next;
-    const url = new URL(location.href);
-    url.searchParams.set("lang", lang);
-    history.replaceState(null, "", url);
-    applyLanguage();
+    if (!texts.use(next)) return;
+    texts.keepInUrl();
+    texts.apply();
     renderQueues();
     renderAgents();
     renderMonitor();
@@ -320,7 +297,7 @@
   }
 
   async function init() {
-    applyLanguage();
+    texts.apply();
     setStatus(t("connecting"));
     for (const button of document.querySelectorAll("[data-lang]")) button.addEventListener("click", () => setLanguage(button.dataset.lang));
     $("stats-by").addEventListener("change", () => {
@@ -340,13 +317,6 @@
   }
 
   // -- Supervision: monitor, whisper, barge in ---------------------------------------------
-
-  class SupervisionError extends Error {
-    constructor(message, code = "") {
-      super(message);
-      this.code = code;
-    }
-  }
 
   // The buttons of one live session: Monitor (or Stop while monitoring it), Whisper
   // (only while monitoring it) and Barge in (only while monitoring it unseen).
@@ -411,141 +381,40 @@
     if (isError) setStatus(text, true);
   }
 
-  function monitorSend(m, message) {
-    if (m.ws?.readyState === WebSocket.OPEN) m.ws.send(JSON.stringify(message));
-  }
+  // The signalling is /static/teller-client.js, one client per supervised call: it joins
+  // hidden, subscribes, publishes the whisper, reveals, and resumes a dropped connection.
+  const CLIENT_TEXT = { unreachable: "callUnreachable", timeout: "callTimeout", disconnected: "notConnected", left: "notConnected" };
 
-  function monitorRequest(m, message, timeoutMs = REQUEST_TIMEOUT_MS) {
-    const requestId = `m${m.nextRequestId++}`;
-    return new Promise((resolve, reject) => {
-      if (m.ws?.readyState !== WebSocket.OPEN) {
-        reject(new SupervisionError(t("notConnected"), "disconnected"));
-        return;
-      }
-      const timer = setTimeout(() => {
-        m.pending.delete(requestId);
-        reject(new SupervisionError(t("callTimeout"), "timeout"));
-      }, timeoutMs);
-      m.pending.set(requestId, { resolve, reject, timer });
-      monitorSend(m, { ...message, request_id: requestId });
-    });
-  }
-
-  function openMonitorSocket() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`${scheme}//${location.host}/v1/rtc`);
-      const timer = setTimeout(() => { ws.close(); reject(new SupervisionError(t("callUnreachable"), "unreachable")); }, REQUEST_TIMEOUT_MS);
-      ws.onopen = () => { clearTimeout(timer); resolve(ws); };
-      ws.onclose = () => { clearTimeout(timer); reject(new SupervisionError(t("callUnreachable"), "unreachable")); };
-    });
-  }
-
-  function onMonitorMessage(m, event) {
-    let message;
-    try { message = JSON.parse(event.data); } catch { return; }
-    const pending = message.request_id && m.pending.get(message.request_id);
-    if (pending) {
-      m.pending.delete(message.request_id);
-      clearTimeout(pending.timer);
-      if (message.type === "error") pending.reject(new SupervisionError(message.message || message.code, message.code));
-      else pending.resolve(message);
-      return;
-    }
-    if (m !== monitor) return;
-    switch (message.type) {
-      case "participant_joined": addWatched(m, message.participant); break;
-      case "participant_left": removeWatched(m, message.participant_id); break;
-      case "track_published": {
-        if (message.participant_id === m.participantId) break;
-        if (!m.participants.has(message.participant_id)) m.participants.set(message.participant_id, { participant_id: message.participant_id, tracks: [] });
-        const info = m.participants.get(message.participant_id);
-        info.tracks = info.tracks.filter((t) => t.track_id !== message.track.track_id).concat(message.track);
-        scheduleWatch(m, message.participant_id);
-        break;
-      }
-      case "track_unpublished": {
-        const info = m.participants.get(message.participant_id);
-        if (info) {
-          info.tracks = info.tracks.filter((t) => t.track_id !== message.track_id);
-          scheduleWatch(m, message.participant_id);
-        }
-        break;
-      }
-      case "transport_closed":
-        if (m.publisher?.transportId === message.transport_id) closeWhisper(m);
-        for (const [pid, sub] of m.subscriptions) if (sub.transportId === message.transport_id) dropWatch(m, pid, false);
+  function newClient(m) {
+    const client = new TellerClient({ text: (code) => (CLIENT_TEXT[code] ? t(CLIENT_TEXT[code]) : undefined) });
+    const mine = (handler) => (message, meta) => { if (m === monitor) handler(message, meta); };
+    return client
+      .on("participant_joined", mine((msg) => scheduleWatch(m, msg.participant.participant_id)))
+      .on("participant_left", mine((msg) => removeWatched(m, msg.participant_id)))
+      .on("track_published", mine((msg) => scheduleWatch(m, msg.participant_id)))
+      .on("track_unpublished", mine((msg) => scheduleWatch(m, msg.participant_id)))
+      .on("transport_closed", mine(({ publication, subscription }) => {
+        if (publication && publication === m.publisher) closeWhisper(m);
+        if (subscription && m.subscriptions.get(subscription.participantId)?.sub === subscription) dropWatch(m, subscription.participantId, false);
         renderMonitor();
-        break;
-      case "left": m.leftReason = message.reason; break;
-      case "error": if (message.code !== "transport_not_found") monitorMessage(message.message || message.code, true); break;
-      default: break;
-    }
-  }
-
-  function onMonitorClosed(m) {
-    m.ws = null;
-    for (const pending of m.pending.values()) {
-      clearTimeout(pending.timer);
-      pending.reject(new SupervisionError(t("connectionLost"), "disconnected"));
-    }
-    m.pending.clear();
-    if (m === monitor) {
-      const ended = m.leftReason && m.leftReason !== "left";
-      teardownMonitor(m);
-      monitor = null;
-      renderMonitor();
-      setStatus(ended ? t("monitoringEnded", { reason: m.leftReason }) : t("monitoredLost"), !ended);
-    }
-  }
-
-  function newPeerConnection(m) {
-    return new RTCPeerConnection({ iceServers: m.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential })) });
-  }
-
-  function iceGatheringDone(pc) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, GATHER_TIMEOUT_MS);
-      pc.addEventListener("icegatheringstatechange", () => {
-        if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
-      });
-    });
-  }
-
-  // Offer, wait for ICE gathering (late candidates are trickled), send, apply the
-  // answer; null when `holder` was closed meanwhile.
-  async function negotiate(m, pc, holder, buildMessage) {
-    let transportId = null;
-    let offerSent = false;
-    const late = [];
-    const forward = (c) => monitorSend(m, { type: "ice_candidate", transport_id: transportId, ...c });
-    pc.addEventListener("icecandidate", ({ candidate }) => {
-      if (!offerSent) return;
-      const c = candidate ? { candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_mline_index: candidate.sdpMLineIndex } : { candidate: "" };
-      if (transportId) forward(c);
-      else late.push(c);
-    });
-    await pc.setLocalDescription(await pc.createOffer());
-    await iceGatheringDone(pc);
-    offerSent = true;
-    const answer = await monitorRequest(m, buildMessage(pc.localDescription.sdp));
-    holder.transportId = answer.transport_id;
-    if (holder.closed) return null;
-    transportId = answer.transport_id;
-    late.splice(0).forEach(forward);
-    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    return answer;
-  }
-
-  function addWatched(m, info) {
-    if (info.participant_id === m.participantId) return;
-    m.participants.set(info.participant_id, { ...info, tracks: [...(info.tracks || [])] });
-    scheduleWatch(m, info.participant_id);
+      }))
+      .on("error", mine((msg) => { if (msg.code !== "transport_not_found") monitorMessage(msg.message || msg.code, true); }))
+      .on("resumed", mine(({ joined }) => {
+        m.hidden = joined.participant.hidden !== false;
+        // After a move the client closed the subscriptions: watch again as tracks appear.
+        for (const participantId of client.participants.keys()) scheduleWatch(m, participantId);
+        renderMonitor();
+      }))
+      .on("closed", mine(({ reason }) => {
+        const ended = reason && reason !== "left";
+        teardownMonitor(m);
+        monitor = null;
+        renderMonitor();
+        setStatus(ended ? t("monitoringEnded", { reason }) : t("monitoredLost"), !ended);
+      }));
   }
 
   function removeWatched(m, participantId) {
-    m.participants.delete(participantId);
     clearTimeout(m.timers.get(participantId));
     m.timers.delete(participantId);
     dropWatch(m, participantId, false);
@@ -562,85 +431,68 @@
 
   // Subscribe to everything a participant publishes now (camera, microphone, screen).
   function syncWatch(m, participantId) {
-    if (m !== monitor || !m.joined) return;
-    const tracks = m.participants.get(participantId)?.tracks || [];
-    const sub = m.subscriptions.get(participantId);
+    if (m !== monitor || !m.joined || m.client.phase !== "joined") return;
+    const tracks = m.client.participants.get(participantId)?.tracks || [];
+    const watched = m.subscriptions.get(participantId);
     if (!tracks.length) { dropWatch(m, participantId, true); return; }
-    if (sub && tracks.every((t) => sub.trackIds.has(t.track_id))) return;
+    if (watched && tracks.every((t) => watched.sub.trackIds.has(t.track_id))) return;
     dropWatch(m, participantId, true);
     watch(m, participantId, tracks).catch((error) => {
-      if (["track_not_found", "participant_not_found", "disconnected"].includes(error.code)) return;
+      if (["track_not_found", "participant_not_found", "disconnected", "left"].includes(error.code)) return;
       monitorMessage(t("cannotWatch", { who: watchedName(m, participantId), error: error.message }), true);
     });
   }
 
   function watchedName(m, participantId) {
-    const info = m.participants.get(participantId);
+    const info = m.client.participants.get(participantId);
     return info?.name || info?.identity || t("participant");
   }
 
-  async function watch(m, participantId, tracks) {
-    const pc = newPeerConnection(m);
-    const info = m.participants.get(participantId) || {};
+  // Whoever closes the subscription (this page, a failure, a move to another node), its tile goes.
+  function watch(m, participantId, tracks) {
+    const info = m.client.participants.get(participantId) || {};
     const video = el("video", { autoplay: "", playsinline: "" });
     const tile = el("figure", { class: "monitor-tile", "data-participant-id": participantId },
       video, el("figcaption", {}, watchedName(m, participantId), " ", el("span", { class: "role" }, info.role ? `(${tOr(`role_${info.role}`, info.role)})` : "")));
     $("monitor-tiles").append(tile);
-    const sub = { pc, transportId: null, trackIds: new Set(tracks.map((t) => t.track_id)), tile, video, stream: new MediaStream(), closed: false };
-    m.subscriptions.set(participantId, sub);
-    // Several m-lines of a kind when the participant publishes several (camera and screen).
-    for (const kind of ["audio", "video"]) {
-      const count = tracks.filter((t) => t.kind === kind).length;
-      for (let i = 0; i < count; i++) pc.addTransceiver(kind, { direction: "recvonly" });
-    }
-    pc.ontrack = (event) => {
-      sub.stream.addTrack(event.track);
-      if (video.srcObject !== sub.stream) video.srcObject = sub.stream;
-      video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
-    };
-    try {
-      const answer = await negotiate(m, pc, sub, (sdp) => ({ type: "subscribe", participant_id: participantId, sdp }));
-      if (answer === null && sub.transportId) monitorSend(m, { type: "unsubscribe", transport_id: sub.transportId });
-    } catch (error) {
-      if (!sub.closed) dropWatch(m, participantId, true);
-      throw error;
-    }
+    const watched = { sub: null, tile, video };
+    watched.sub = m.client.subscribe(participantId, tracks, {
+      eachTrack: true, // several m-lines of a kind when the participant publishes several (camera and screen)
+      onTrack: () => {
+        if (video.srcObject !== watched.sub.stream) video.srcObject = watched.sub.stream;
+        video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
+      },
+      onClose: () => {
+        if (m.subscriptions.get(participantId) === watched) m.subscriptions.delete(participantId);
+        video.srcObject = null;
+        tile.remove();
+      },
+    });
+    m.subscriptions.set(participantId, watched);
+    return watched.sub.ready;
   }
 
   function dropWatch(m, participantId, tellServer) {
-    const sub = m.subscriptions.get(participantId);
-    if (!sub) return;
-    m.subscriptions.delete(participantId);
-    sub.closed = true;
-    sub.pc.close();
-    sub.video.srcObject = null;
-    sub.tile.remove();
-    if (tellServer && sub.transportId) monitorSend(m, { type: "unsubscribe", transport_id: sub.transportId });
+    m.subscriptions.get(participantId)?.sub.close(tellServer);
   }
 
   async function startMonitor(call) {
     if (monitor) await stopMonitor();
     const m = {
-      callId: call.call_id, room: call.room, ws: null, participantId: null, joined: false, hidden: true, revealed: false,
-      busy: true, message: "", leftReason: null, iceServers: [], participants: new Map(), subscriptions: new Map(),
-      timers: new Map(), publisher: null, mic: null, pending: new Map(), nextRequestId: 1,
+      callId: call.call_id, room: call.room, client: null, participantId: null, joined: false, hidden: true, revealed: false,
+      busy: true, message: "", subscriptions: new Map(), timers: new Map(), publisher: null, mic: null,
     };
+    m.client = newClient(m);
     monitor = m;
     renderMonitor();
     try {
-      const ws = await openMonitorSocket();
-      if (m !== monitor) { ws.close(); return; }
-      m.ws = ws;
-      ws.onmessage = (event) => onMonitorMessage(m, event);
-      ws.onclose = () => onMonitorClosed(m);
-      const joined = await monitorRequest(m, { type: "join", protocol: 1, token: state.token, room: call.room, hidden: true });
-      if (m !== monitor) return;
+      const joined = await m.client.join(state.token, { room: call.room, hidden: true });
+      if (m !== monitor) { m.client.close(); return; }
       m.participantId = joined.participant.participant_id;
       m.hidden = joined.participant.hidden !== false;
-      m.iceServers = joined.ice_servers || [];
       m.joined = true;
       m.busy = false;
-      (joined.participants || []).forEach((info) => addWatched(m, info));
+      for (const participantId of m.client.participants.keys()) scheduleWatch(m, participantId);
       setStatus(t("monitoringCall", { who: call.customer?.name || t("theCustomer") }));
       renderMonitor();
     } catch (error) {
@@ -658,44 +510,35 @@
     m.busy = true;
     renderMonitor();
     try {
-      if (!navigator.mediaDevices?.getUserMedia) throw new SupervisionError(t("noMic"));
+      if (!navigator.mediaDevices?.getUserMedia) throw new Error(t("noMic"));
       const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
       if (m !== monitor) { mic.getTracks().forEach((t) => t.stop()); return; }
-      const pc = newPeerConnection(m);
-      const publisher = { pc, transportId: null, closed: false };
       m.mic = mic;
-      m.publisher = publisher;
-      for (const track of mic.getAudioTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [mic] });
-      const answer = await negotiate(m, pc, publisher, (sdp) => ({ type: "publish", sdp, tracks: [{ source: "microphone", name: "whisper" }] }));
-      if (answer === null && publisher.transportId) monitorSend(m, { type: "unpublish", transport_id: publisher.transportId });
+      m.publisher = m.client.publish(mic, { name: "whisper", onError: (error) => monitorMessage(t("cannotWhisper", { error: error.message }), true) });
+      await m.publisher.ready;
       m.busy = false;
       m.message = "";
       renderMonitor();
     } catch (error) {
       if (m !== monitor) return;
-      closeWhisper(m);
+      closeWhisper(m, true);
       m.busy = false;
       monitorMessage(t("cannotWhisper", { error: error.message }), true);
     }
   }
 
-  function closeWhisper(m) {
+  function closeWhisper(m, tellServer = false) {
     const publisher = m.publisher;
     m.publisher = null;
-    if (publisher) {
-      publisher.closed = true;
-      publisher.pc.close();
-    }
+    publisher?.close(tellServer);
     m.mic?.getTracks().forEach((t) => t.stop());
     m.mic = null;
-    return publisher;
   }
 
   function stopWhisper() {
     const m = monitor;
     if (!m) return;
-    const publisher = closeWhisper(m);
-    if (publisher?.transportId) monitorSend(m, { type: "unpublish", transport_id: publisher.transportId });
+    closeWhisper(m, true);
     m.message = "";
     renderMonitor();
   }
@@ -706,7 +549,7 @@
     m.busy = true;
     renderMonitor();
     try {
-      await monitorRequest(m, { type: "reveal" });
+      await m.client.reveal();
       if (m !== monitor) return;
       m.revealed = true;
       m.hidden = false;
@@ -725,23 +568,15 @@
   function teardownMonitor(m) {
     for (const timer of m.timers.values()) clearTimeout(timer);
     m.timers.clear();
-    for (const pid of [...m.subscriptions.keys()]) dropWatch(m, pid, false);
     closeWhisper(m);
-    const ws = m.ws;
-    m.ws = null;
-    if (ws) {
-      ws.onmessage = ws.onclose = null;
-      ws.close();
-    }
+    m.client.close(); // says `leave` if it can, closes the subscriptions (and their tiles)
   }
 
   async function stopMonitor(text) {
     const m = monitor;
     if (!m) return;
     monitor = null;
-    if (m.ws?.readyState === WebSocket.OPEN && m.joined) {
-      try { await monitorRequest(m, { type: "leave" }, LEAVE_TIMEOUT_MS); } catch { /* closing anyway */ }
-    }
+    await m.client.leave();
     teardownMonitor(m);
     renderMonitor();
     if (text) setStatus(text);
@@ -752,7 +587,7 @@
     if (!m) return null;
     let decodedFrames = 0;
     let audioPackets = 0;
-    for (const sub of m.subscriptions.values()) {
+    for (const { sub } of m.subscriptions.values()) {
       try {
         (await sub.pc.getStats()).forEach((s) => {
           if (s.type !== "inbound-rtp") return;
@@ -762,7 +597,7 @@
       } catch { /* closed meanwhile */ }
     }
     let whisperPacketsSent = 0;
-    if (m.publisher) {
+    if (m.publisher?.pc) {
       try {
         (await m.publisher.pc.getStats()).forEach((s) => {
           if (s.type === "outbound-rtp" && s.kind === "audio") whisperPacketsSent += s.packetsSent || 0;
@@ -775,7 +610,7 @@
       joined: m.joined,
       participantId: m.participantId,
       hidden: m.hidden,
-      subscribed: [...m.subscriptions.entries()].filter(([, sub]) => sub.transportId).map(([pid]) => pid),
+      subscribed: [...m.subscriptions.entries()].filter(([, watched]) => watched.sub.transportId).map(([pid]) => pid),
       decodedFrames,
       audioPackets,
       whispering: Boolean(m.publisher?.transportId),
@@ -785,9 +620,7 @@
   }
 
   $("monitor-stop").addEventListener("click", () => stopMonitor(t("stoppedMonitoring")));
-  window.addEventListener("pagehide", () => {
-    if (monitor) monitorSend(monitor, { type: "leave" });
-  });
+  window.addEventListener("pagehide", () => monitor?.client.close());
 
   window.teller = {
     state,
