@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -45,3 +47,26 @@ async def open_call_page(context: Any, url: str, room: str, name: str, console: 
     page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
     await page.goto(f"{url}/call?{urlencode({'room': room, 'name': name, 'autojoin': '1'})}")
     return page
+
+
+async def eventually(
+    check: Callable[[], Any], what: str, describe: Callable[[], Any] | None = None, timeout: float = 20.0
+) -> Any:
+    """Polls `check` (plain or async) until it returns something truthy, and returns it.
+
+    On timeout the AssertionError names `what` and adds `describe()` (plain or async):
+    what the page showed, so a failure says why.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = describe() if describe else ""
+            if asyncio.iscoroutine(extra):
+                extra = await extra
+            raise AssertionError(f"{what} not within {timeout} s\n{extra}")
+        await asyncio.sleep(0.1)

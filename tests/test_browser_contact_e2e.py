@@ -11,7 +11,6 @@ up and wraps up.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .browser import CHROMIUM, chromium_context
+from .browser import CHROMIUM, chromium_context, eventually
 from .conftest import Server
 
 if not CHROMIUM.exists():
@@ -62,28 +61,10 @@ class Page:
             stats = await self.stats()
             return stats if predicate(stats) else None
 
-        return await eventually(check, f"{self.name}: {what}", self.describe)
+        return await eventually(check, f"{self.name}: {what}", self.describe, TIMEOUT)
 
     def errors(self) -> list[str]:
         return [c for c in self.console if c.startswith("pageerror")]
-
-
-async def eventually(check: Callable[[], Any], what: str, describe: Callable[[], Any] | None = None,
-                     timeout: float = TIMEOUT) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = describe() if describe else ""
-            if asyncio.iscoroutine(extra):
-                extra = await extra
-            raise AssertionError(f"{what} not within {timeout} s\n{extra}")
-        await asyncio.sleep(0.2)
 
 
 async def rest(http: aiohttp.ClientSession, server: Server, method: str, path: str, token: str | None = None,
@@ -215,7 +196,7 @@ async def test_customer_desk_and_wallboard_carry_a_supervised_call(
     await wall.wait(lambda s: s["monitor"]["whispering"] and s["monitor"]["whisperPacketsSent"] > 0, "whispering")
     await expect(row.get_by_role("button", name="Stop whispering")).to_have_attribute("aria-pressed", "true")
     # The desk subscribes to any participant's new tracks, the supervisor's included.
-    await eventually(lambda: desk_subscribed_to(dpage, sup_pid), "the desk subscribing to the whisper", desk.describe)
+    await eventually(lambda: desk_subscribed_to(dpage, sup_pid), "the desk subscribing to the whisper", desk.describe, TIMEOUT)
     await asyncio.sleep(1.0)  # time for a (wrong) track_published to reach the customer
     seen = await cpage.evaluate(CUSTOMER_ROOM)
     assert sup_pid not in {p["id"] for p in seen["participants"]}, seen
@@ -234,7 +215,7 @@ async def test_customer_desk_and_wallboard_carry_a_supervised_call(
         return next((p for p in seen["participants"] if p["id"] == sup_pid and p["tracks"] > 0), None)
 
     await eventually(customer_knows_supervisor, "the supervisor (with its audio) appearing to the customer page",
-                     customer.describe)
+                     customer.describe, TIMEOUT)
     listed = {p["participant_id"]: p for p in (await rest(http, server, "GET", f"/v1/rooms/{room}/participants", supervisor))["participants"]}
     assert listed[sup_pid]["hidden"] is False, listed
     # ...and sees and hears it: a tile of its own, decoding its audio.
@@ -249,7 +230,7 @@ async def test_customer_desk_and_wallboard_carry_a_supervised_call(
             sup_pid,
         ))
 
-    await eventually(customer_hears_supervisor, "the customer page playing the supervisor", customer.describe)
+    await eventually(customer_hears_supervisor, "the customer page playing the supervisor", customer.describe, TIMEOUT)
 
     # -- The desk hangs up and wraps up -----------------------------------------------------
     await cpage.screenshot(path=str(SCREENSHOTS / "e2e-customer.png"))

@@ -7,8 +7,6 @@ page's test hook `window.teller.stats()` says what the page decoded and did.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 
 from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
-from .browser import CHROMIUM, chromium_context
+from .browser import CHROMIUM, chromium_context, eventually
 from .conftest import Server
 from .media import receive
 
@@ -41,18 +39,6 @@ async def rest(http: aiohttp.ClientSession, server: Server, method: str, path: s
         body = await response.json()
         assert response.status < 300, (method, path, response.status, body)
         return body
-
-
-async def eventually(check: Callable[[], Any], what: str, describe: Callable[[], Any] | None = None) -> Any:
-    """Poll an async `check` until it returns something truthy."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {TIMEOUT} s; {await describe() if describe else ''}")
-        await asyncio.sleep(0.1)
 
 
 class CustomerPage:

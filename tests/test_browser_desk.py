@@ -8,7 +8,6 @@ request, and answers the confirmation as the customer page would.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 
 from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
-from .browser import CHROMIUM, chromium_context
+from .browser import CHROMIUM, chromium_context, eventually
 from .conftest import Server
 from .documents import minimal_pdf
 from .media import receive
@@ -54,23 +53,6 @@ async def rest(http: aiohttp.ClientSession, server: Server, method: str, path: s
 
 def supervisor(server: Server) -> str:
     return server.issuer.issue(room="*", role="supervisor", subject="sup-1", name="Supervisor")
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = TIMEOUT, debug: Callable[[], Any] | None = None) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = debug() if debug else ""
-            if asyncio.iscoroutine(extra):
-                extra = await extra
-            raise AssertionError(f"{what} not within {timeout} s\n{extra}")
-        await asyncio.sleep(0.1)
 
 
 def page_console(page: Any) -> list[str]:
@@ -116,7 +98,7 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
         await expect(page.locator("#in-business")).to_have_text("Transfer")
         await expect(page.locator("#in-customer")).to_have_text("Ms X")
         await page.get_by_role("button", name="Accept (A)").click()
-        await eventually(lambda: page_stats_ok(stats, call_id), "the page taking the call", debug=debug)
+        await eventually(lambda: page_stats_ok(stats, call_id), "the page taking the call", describe=debug)
         await expect(page.locator("#script-antifraud")).to_contain_text("Police")
 
         # Both sides decode video.
@@ -124,17 +106,17 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
         agent_participant = await eventually(
             lambda: next((pid for pid, p in customer.participants.items() if p.get("identity") == agent_id
                           and {t["kind"] for t in p.get("tracks", [])} >= {"video"}), None),
-            "the desk publishing its camera", debug=debug)
+            "the desk publishing its camera", describe=debug)
         subscription = await customer.subscribe(agent_participant)
         video = await receive(subscription.track("video"), 0.5, first_timeout=TIMEOUT)
         assert video.frames > 0, video
-        await eventually(lambda: decoded(stats), "the desk decoding the customer's video", debug=debug)
+        await eventually(lambda: decoded(stats), "the desk decoding the customer's video", describe=debug)
 
         # Material: a slide pushed to the customer.
         await page.get_by_label("Slide").select_option("product")
         await page.get_by_role("button", name="Push to customer").click()
         material = await eventually(lambda: next((m for m in received if m.get("topic") == "material"), None),
-                                    "the material reaching the customer", debug=debug)
+                                    "the material reaching the customer", describe=debug)
         assert material["payload"]["title"] == "Transfer" and material["payload"]["kind"] == "slide"
         assert material["payload"]["bullets"]
 
@@ -148,7 +130,7 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
         await page.get_by_role("button", name="Push to customer").click()
         pdf_page = await eventually(
             lambda: next((m for m in received if m.get("topic") == "material" and m["payload"].get("kind") == "image"), None),
-            "the PDF page reaching the customer", debug=debug)
+            "the PDF page reaching the customer", describe=debug)
         assert pdf_page["payload"]["url"].endswith("/2.png")
         async with http.get(server.url + pdf_page["payload"]["url"]) as r:
             assert r.status == 200 and r.content_type == "image/png"
@@ -158,18 +140,18 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
         box = await page.locator("#material-preview").bounding_box()
         await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 4)
         pointer = await eventually(lambda: next((m for m in received if m.get("topic") == "pointer" and m["payload"]), None),
-                                   "the pointer reaching the customer", debug=debug)
+                                   "the pointer reaching the customer", describe=debug)
         assert 0 <= pointer["payload"]["x"] <= 1 and 0 <= pointer["payload"]["y"] <= 1
         await page.get_by_role("button", name="Point").click()
         await eventually(lambda: any(m.get("topic") == "pointer" and m["payload"] is None for m in received),
-                         "the pointer hidden", debug=debug)
+                         "the pointer hidden", describe=debug)
 
         # Confirmation: asked from the form, answered as the customer, shown on the desk.
         await page.get_by_label("Amount").fill("500.00 CNY")
         await page.get_by_label("Account").fill("6222020200112233")
         await page.get_by_role("button", name="Ask to confirm").click()
         request = await eventually(lambda: next((m for m in received if m.get("topic") == "confirm_request"), None),
-                                   "the confirmation request reaching the customer", debug=debug)
+                                   "the confirmation request reaching the customer", describe=debug)
         confirmation = request["payload"]
         assert confirmation["amount"] == "500.00 CNY" and confirmation["signature_required"] is True
         assert "6222020200112233" not in confirmation["account_masked"]
@@ -208,7 +190,7 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
         await page.get_by_label("Code").select_option("resolved")
         await page.get_by_label("Notes").fill("transfer confirmed")
         await page.get_by_role("button", name="Finish wrap-up").click()
-        await eventually(lambda: page_state(stats, "available"), "the desk back to available", debug=debug)
+        await eventually(lambda: page_state(stats, "available"), "the desk back to available", describe=debug)
         status, agents = await rest(http, server, "GET", "/v1/agents", supervisor(server))
         assert {a["agent_id"]: a["state"] for a in agents["agents"]}[agent_id] == "available"
         status, ended = await rest(http, server, "GET", f"/v1/calls/{call_id}", supervisor(server))
