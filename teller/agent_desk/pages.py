@@ -16,33 +16,27 @@ def _page(name: str) -> web.Response:
     )
 
 
-@routes.get("/")
-async def index(request: web.Request) -> web.Response:
-    """Where the README's first command sends a person: one link per part to play."""
-    return _page("index.html")
+# Path -> page. "/" links every part to play (where the README's first command sends a
+# person); /customer is the H5 / VTM / PC page, /desk the agent's, /wallboard the
+# supervisor's, /call a plain two-person call.
+PAGES = {
+    "/": "index.html",
+    "/customer": "customer.html",
+    "/desk": "desk.html",
+    "/wallboard": "wallboard.html",
+    "/call": "call.html",
+}
 
 
-@routes.get("/call")
-async def call_page(request: web.Request) -> web.Response:
-    return _page("call.html")
+def _page_handler(name: str):  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.Response:
+        return _page(name)
+
+    return handler
 
 
-@routes.get("/customer")
-async def customer_page(request: web.Request) -> web.Response:
-    """The customer's H5 / VTM / PC page: pick a business, queue, talk, confirm."""
-    return _page("customer.html")
-
-
-@routes.get("/desk")
-async def desk_page(request: web.Request) -> web.Response:
-    """The agent desk."""
-    return _page("desk.html")
-
-
-@routes.get("/wallboard")
-async def wallboard_page(request: web.Request) -> web.Response:
-    """The supervisor's wallboard."""
-    return _page("wallboard.html")
+for _path, _name in PAGES.items():
+    routes.get(_path)(_page_handler(_name))
 
 
 @routes.get("/static/{name}")
