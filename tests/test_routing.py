@@ -41,7 +41,7 @@ def events() -> list[tuple[str, str]]:
 
 
 def make_router(store: StateStore, clock: Clock, events: list[tuple[str, str]] | None = None, **settings: Any) -> Router:
-    on_event = (lambda kind, call: events.append((kind, call["call_id"]))) if events is not None else None
+    on_event = (lambda kind, call, extra: events.append((kind, call["call_id"]))) if events is not None else None
     return Router(store, ContactSettings(**settings), CATALOGUE, clock=clock, on_event=on_event)
 
 

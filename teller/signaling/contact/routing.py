@@ -45,7 +45,9 @@ def mask_account(account: str) -> str:
     tail = account[-4:] if len(account) > 4 else account[-1:]
     return "*" * max(4, len(account) - len(tail)) + tail
 
-Event = Callable[[str, Record], Any]
+# (kind, call, extra): extra carries evidence that is not part of the call record
+# (a confirmation and its signature).
+Event = Callable[[str, Record, Record], Any]
 
 
 def queue_name(skill: str) -> str:
@@ -436,7 +438,7 @@ class Router:
                 "answer": None,
             }
             await self._update_call(call_id, confirmations=[*call.get("confirmations", []), request])
-        self._emit("confirmation_requested", {**call, "confirmation": request})
+        self._emit("confirmation_requested", call, confirmation=request)
         return request
 
     async def answer_confirmation(self, call_id: str, request_id: str, accepted: bool, signature: str | None) -> Record:
@@ -466,7 +468,7 @@ class Router:
             await self._update_call(
                 call_id, confirmations=[request if c["request_id"] == request_id else c for c in confirmations]
             )
-        self._emit("confirmation_answered", {**call, "confirmation": request, "signature": signature})
+        self._emit("confirmation_answered", call, confirmation=request, signature=signature)
         return request
 
     # -- distribution -----------------------------------------------------------------------
@@ -576,9 +578,9 @@ class Router:
             }
         return out
 
-    def _emit(self, kind: str, call: Record) -> None:
+    def _emit(self, kind: str, call: Record, **extra: Any) -> None:
         if self.on_event is not None:
             try:
-                self.on_event(kind, call)
+                self.on_event(kind, call, extra)
             except Exception:
                 log.exception("routing event listener failed", extra={"event": kind})

@@ -30,14 +30,13 @@ class ContactCentre:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
 
-    def _event(self, kind: str, call: Record) -> None:
-        """Every call event goes to the webhooks and into the call's timeline."""
-        evidence = {k: call[k] for k in ("confirmation", "signature") if k in call}
-        call = {k: v for k, v in call.items() if k not in ("confirmation", "signature")}
-        self.webhooks.send(f"call.{kind}", {**call, **{k: v for k, v in evidence.items() if k != "signature"}})
+    def _event(self, kind: str, call: Record, extra: Record) -> None:
+        """Every call event goes to the webhooks and into the call's timeline; a
+        signature goes only into the timeline, the evidence store."""
+        self.webhooks.send(f"call.{kind}", {**call, **{k: v for k, v in extra.items() if k != "signature"}})
         event = {
             "type": f"call_{kind}", "call_id": call["call_id"], "state": call["state"],
-            "agent_id": call.get("agent_id"), "offered_to": call.get("offered_to"), **evidence,
+            "agent_id": call.get("agent_id"), "offered_to": call.get("offered_to"), **extra,
         }
         task = asyncio.ensure_future(self._append(call["call_id"], event))
         self._tasks.add(task)
