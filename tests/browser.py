@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -21,6 +22,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def require_browser(expect_timeout_ms: int | None = None) -> Any:
+    """Called at a browser test module's top: skips the module without Chromium or
+    Playwright, else returns playwright.async_api (its `expect` set to the timeout)."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
+    api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+    if expect_timeout_ms is not None:
+        api.expect.set_options(timeout=expect_timeout_ms)
+    return api
 
 
 @asynccontextmanager

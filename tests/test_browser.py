@@ -16,16 +16,13 @@ import pytest
 
 from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
-from .browser import CHROMIUM, chromium_context, open_call_page
+from .browser import chromium_context, open_call_page, require_browser
 from .conftest import Server
 from .media import receive
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+playwright_api = require_browser(10_000)
 async_playwright = playwright_api.async_playwright
 expect = playwright_api.expect
-expect.set_options(timeout=10_000)
 
 pytestmark = pytest.mark.browser
 

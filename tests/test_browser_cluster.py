@@ -18,15 +18,13 @@ from typing import Any
 import pytest
 
 from . import cluster as harness
-from .browser import CHROMIUM, chromium_context, open_call_page
+from .browser import chromium_context, open_call_page, require_browser
 from .cluster import LocalCluster, Member
 from .redis_server import redis_binary
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
 if redis_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+playwright_api = require_browser()
 async_playwright = playwright_api.async_playwright
 expect = playwright_api.expect
 

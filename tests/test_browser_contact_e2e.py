@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from .browser import CHROMIUM, chromium_context, eventually
+from .browser import SCREENSHOTS, chromium_context, eventually, require_browser
 from .conftest import Server
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+playwright_api = require_browser(20_000)
 expect = playwright_api.expect
-expect.set_options(timeout=20_000)
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT = 30.0
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 @pytest.fixture

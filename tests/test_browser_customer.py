@@ -8,7 +8,6 @@ page's test hook `window.teller.stats()` says what the page decoded and did.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,20 +15,16 @@ import pytest
 
 from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
-from .browser import CHROMIUM, chromium_context, eventually
+from .browser import SCREENSHOTS, chromium_context, eventually, require_browser
 from .conftest import Server
 from .media import receive
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+playwright_api = require_browser(15_000)
 expect = playwright_api.expect
-expect.set_options(timeout=15_000)
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT = 20.0
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 async def rest(http: aiohttp.ClientSession, server: Server, method: str, path: str, token: str | None = None,

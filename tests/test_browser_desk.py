@@ -17,21 +17,17 @@ import pytest
 
 from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
-from .browser import CHROMIUM, chromium_context, eventually
+from .browser import SCREENSHOTS, chromium_context, eventually, require_browser
 from .conftest import Server
 from .documents import minimal_pdf
 from .media import receive
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+playwright_api = require_browser(15_000)
 expect = playwright_api.expect
-expect.set_options(timeout=15_000)
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT = 20.0
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 # A 1x1 PNG: the customer's "signature".
 PNG_DATA_URL = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
