@@ -20,6 +20,18 @@ def _usable(node: Record | None, exclude: Iterable[str]) -> bool:
     return node is not None and not node.get("draining") and node["node_id"] not in set(exclude)
 
 
+async def _look(
+    store: StateStore, name: str, exclude: frozenset[str], must_create: bool
+) -> tuple[dict[str, Record], Record | None, Record | None]:
+    """The live nodes, the room's record, and its node if the room may stay there."""
+    nodes = {n["node_id"]: n for n in await store.list_nodes()}
+    record = await store.get_room(name)
+    if must_create and record is not None:
+        raise Conflict(f"room {name!r} exists", code="room_exists")
+    node = nodes.get(record.get("node_id") or "") if record is not None else None
+    return nodes, record, node if _usable(node, exclude) else None
+
+
 async def place_room(
     store: StateStore,
     name: str,
@@ -35,21 +47,17 @@ async def place_room(
     excluded (found unreachable by the caller) moves. Placements are serialised by
     one shared lock so that rooms created in a burst spread over the nodes.
     """
-    nodes = {n["node_id"]: n for n in await store.list_nodes()}
-    record = await store.get_room(name)
-    if must_create and record is not None:
-        raise Conflict(f"room {name!r} exists", code="room_exists")
-    if record is not None and _usable(nodes.get(record.get("node_id") or ""), exclude):
-        return record, nodes[record["node_id"]]
+    nodes, record, node = await _look(store, name, exclude, must_create)
+    if node is not None:
+        assert record is not None
+        return record, node
     if record is None and not auto_create and not must_create:
         raise NotFound(f"no room {name!r}", code="room_not_found")
     async with store.lock("placement", ttl_s=5.0, wait_s=5.0):
-        nodes = {n["node_id"]: n for n in await store.list_nodes()}
-        record = await store.get_room(name)
-        if must_create and record is not None:
-                raise Conflict(f"room {name!r} exists", code="room_exists")
-        if record is not None and _usable(nodes.get(record.get("node_id") or ""), exclude):
-            return record, nodes[record["node_id"]]
+        nodes, record, node = await _look(store, name, exclude, must_create)  # again, under the lock
+        if node is not None:
+            assert record is not None
+            return record, node
         candidates = [n for n in nodes.values() if _usable(n, exclude)]
         if not candidates:
             raise Unavailable("no media node is available; try again shortly", code="no_node_available")

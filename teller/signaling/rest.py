@@ -25,7 +25,10 @@ def _admin(request: web.Request, room: str | None = None) -> AccessToken:
     return token
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object; with `optional`, no body at all reads as {}."""
+    if optional and not request.can_read_body:
+        return {}
     if request.content_type != "application/json":
         raise UnsupportedMediaType("send application/json", code="unsupported_media_type")
     try:
@@ -71,7 +74,7 @@ async def list_rooms(request: web.Request) -> web.Response:
 @routes.post("/v1/rooms")
 async def create_room(request: web.Request) -> web.Response:
     token = _admin(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     name = body.get("name")
     if not isinstance(name, str):
         raise BadRequest("name is required", code="invalid_room_name", field="name")
@@ -149,7 +152,7 @@ async def dev_token(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if not config.auth.dev_tokens:
         raise Forbidden("development tokens are disabled", code="dev_tokens_disabled")
-    body = await _json_body(request)
+    body = await json_body(request)
     room = body.get("room")
     name = body.get("name") or "guest"
     role = body.get("role") or "customer"

@@ -9,16 +9,16 @@ call's room, so one agent login opens exactly the calls it is given.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
 from aiohttp import web
 
-from ...errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
+from ...errors import BadRequest, Forbidden, PayloadTooLarge
 from ...state import Record
 from ..auth import authenticate
 from ..keys import CONFIG, ISSUER
+from ..rest import json_body
 from ..tokens import ANY_ROOM, AccessToken
 from .materials import MAX_PDF_BYTES, page_png, store_material
 from .routing import Router
@@ -32,17 +32,7 @@ routes = web.RouteTableDef()
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType("send application/json", code="unsupported_media_type")
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("the body is not valid JSON", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object", code="invalid_message")
-    return body
+    return await json_body(request, optional=True)
 
 
 def _role(request: web.Request, roles: tuple[str, ...]) -> AccessToken:
