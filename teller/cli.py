@@ -206,8 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--grants", help="comma-separated: publish,subscribe,data,admin (default: by role)")
 
     from .client.cli import add_parser as add_client_parser
+    from .recording.cli import add_parsers as add_recording_parsers
 
     add_client_parser(sub)
+    add_recording_parsers(sub)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -227,6 +229,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(cluster_up(args))
     elif args.command == "token":
         _token(args)
+    elif args.command in ("audit", "recording"):
+        from .recording.cli import run as run_recording
+
+        raise SystemExit(run_recording(args, _load(args)))
     elif args.command == "client":
         from .client.cli import run as run_client
 

@@ -67,6 +67,8 @@ def test_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "auth": {"secret": SECRET},
         "server": {"host": "127.0.0.1", "port": 0},
         "log": {"level": "WARNING"},
+        # Tests that are about recording turn it on; the rest stay light.
+        "recording": {"enabled": False},
     }
     for key, value in sections.items():
         overrides.setdefault(key, {}).update(value)
@@ -109,6 +111,7 @@ def start_process(tmp_path: Path, **sections: dict[str, Any]) -> Server:
         "auth": {"secret": SECRET},
         "storage": {"data_dir": str(tmp_path / "data")},
         "log": {"level": "INFO"},
+        "recording": {"enabled": False},
     }
     for key, value in sections.items():
         config_sections.setdefault(key, {}).update(value)

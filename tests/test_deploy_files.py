@@ -39,7 +39,8 @@ DOCS = ROOT / "docs" / "deploy.md"
 COMMANDS = {"serve", "signal", "node"}
 K8S_VERSION = "1.30.0"
 # What a person puts in deploy/.env; everything else has a default in the compose file.
-COMPOSE_ENV = {"TELLER_AUTH__SECRET": "compose-test-secret-0123456789abcdef", "MINIO_ROOT_PASSWORD": "minio-test"}
+COMPOSE_ENV = {"TELLER_AUTH__SECRET": "compose-test-secret-0123456789abcdef", "MINIO_ROOT_PASSWORD": "minio-test",
+               "MINIO_KMS_SECRET_KEY": "teller-key:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
 # Stand-ins for values Kubernetes fills in at run time.
 POD_IP = "10.1.2.3"
 SECRET_VALUE = "k8s-test-secret-0123456789abcdef"
@@ -405,6 +406,18 @@ def test_compose_secret_comes_from_the_environment(compose: dict[str, Any], tell
     with pytest.raises(KeyError):
         interpolated(compose["services"], {"MINIO_ROOT_PASSWORD": "x"})
     assert re.fullmatch(r"\$\{MINIO_ROOT_PASSWORD:\?[^}]+\}", environment(raw["minio"])["MINIO_ROOT_PASSWORD"])
+    assert re.fullmatch(r"\$\{MINIO_KMS_SECRET_KEY:\?[^}]+\}", environment(raw["minio"])["MINIO_KMS_SECRET_KEY"])
+
+
+def test_compose_teller_processes_store_recordings_in_minio(teller_services: dict[str, Any]) -> None:
+    """Every process reaches MinIO with its credentials and keeps its data on a volume
+    (a node's spool must survive a restart: it is uploaded then)."""
+    for name, service in teller_services.items():
+        config = compose_config(service)
+        assert (config.objects.backend, config.objects.endpoint, config.objects.sse) == ("s3", "minio:9000", "s3")
+        assert config.objects.secret_key == COMPOSE_ENV["MINIO_ROOT_PASSWORD"], name
+        assert any(v.endswith(":/var/lib/teller") for v in service["volumes"]), name
+        assert config.storage.data_dir == "/var/lib/teller"
 
 
 def test_compose_teller_processes_share_redis(services: dict[str, Any], teller_services: dict[str, Any]) -> None:

@@ -18,13 +18,14 @@ def _page(name: str) -> web.Response:
 
 # Path -> page. "/" links every part to play (where the README's first command sends a
 # person); /customer is the H5 / VTM / PC page, /desk the agent's, /wallboard the
-# supervisor's, /call a plain two-person call.
+# supervisor's, /call a plain two-person call, /replay the compliance replay of recordings.
 PAGES = {
     "/": "index.html",
     "/customer": "customer.html",
     "/desk": "desk.html",
     "/wallboard": "wallboard.html",
     "/call": "call.html",
+    "/replay": "replay.html",
 }
 
 

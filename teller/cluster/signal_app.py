@@ -20,14 +20,15 @@ from .. import logs
 from ..agent_desk import routes as page_routes
 from ..config import Config
 from ..errors import NotFound, Unauthorized, Unavailable
+from ..recording.archive import install_archive
 from ..sfu import validate_room_name
 from ..signaling.app import base_app
-from ..signaling.contact.service import install as install_contact_centre
 from ..signaling.auth import authenticate, bearer
+from ..signaling.contact.service import install as install_contact_centre
 from ..signaling.keys import CONFIG, DIRECTORY, ISSUER, STORE
 from ..signaling.openapi import routes as openapi_routes
 from ..signaling.rest import routes as rest_routes
-from ..signaling.tokens import TokenIssuer, issuer_for
+from ..signaling.tokens import TokenIssuer, issuer_for, resolve_secret
 from ..signaling.whip import preflight
 from ..state import StateStore, StateUnavailable, open_store
 from .directory import ClusterDirectory
@@ -128,6 +129,7 @@ def create_signal_app(config: Config, *, issuer: TokenIssuer | None = None, stor
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
     install_contact_centre(app, app[STORE], config)
+    install_archive(app, app[STORE], config, resolve_secret(config))
     app.router.add_get("/v1/rtc", relay_handler)
     for kind in ("whip", "whep"):
         app.router.add_post(f"/{kind}/{{room}}", whip_proxy)

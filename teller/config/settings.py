@@ -142,6 +142,58 @@ class WebhookSettings:
 
 
 @dataclass
+class RecordingSettings:
+    enabled: bool = True
+    # Businesses whose sessions are recorded ("*": every business); a room no call or
+    # business is linked to is recorded when record_unassigned is true.
+    businesses: list[str] = field(default_factory=lambda: ["*"])
+    record_unassigned: bool = True
+    # Where segments are written before upload; empty: <storage.data_dir>/spool.
+    spool_dir: str = ""
+    # A crash loses at most this much media: the muxer's clusters reach the file this often.
+    flush_interval_s: float = 1.0
+    # A track's segment is closed and a new one opened (at the next keyframe) after this long.
+    segment_max_s: float = 600.0
+    composite: bool = True
+    # "side_by_side" or "pip" (picture in picture).
+    composite_layout: str = "side_by_side"
+    composite_height: int = 360
+    composite_fps: int = 15
+    finalize_max_attempts: int = 6
+    finalize_retry_s: float = 30.0
+    # Default retention; a business in the catalogue may set its own retention_days.
+    retention_days: float = 1825.0
+    retention_sweep_interval_s: float = 3600.0
+    # The search index (SQLite); empty: <storage.data_dir>/recordings.sqlite3.
+    index_path: str = ""
+    # The hash-chained audit log; empty: <storage.data_dir>/audit.
+    audit_dir: str = ""
+    # Spot checks: this share of each agent's sessions of a week is drawn for review.
+    spot_check_percent: float = 5.0
+
+
+@dataclass
+class ObjectStoreSettings:
+    # "local" (a directory) or "s3" (MinIO or any S3 API, through the minio SDK).
+    backend: str = "local"
+    # local: empty means <storage.data_dir>/objects.
+    local_dir: str = ""
+    endpoint: str = "127.0.0.1:9000"
+    access_key: str = ""
+    secret_key: str = ""
+    bucket: str = "teller-recordings"
+    region: str = ""
+    secure: bool = False
+    # Server-side encryption ("s3": SSE-S3 / SSE with the store's key; "none").
+    sse: str = "s3"
+    part_size: int = 8 * 1024 * 1024
+    max_attempts: int = 8
+    retry_base_s: float = 0.5
+    retry_max_s: float = 30.0
+    timeout_s: float = 30.0
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -161,4 +213,6 @@ class Config:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     contact: ContactSettings = field(default_factory=ContactSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
+    objects: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
     log: LogSettings = field(default_factory=LogSettings)

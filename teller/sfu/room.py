@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..config import Config
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unavailable
+from ..errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from ..ratelimit import TokenBucket
 from .events import (
     DataReceived,
@@ -41,6 +48,16 @@ log = logging.getLogger("teller.sfu.room")
 
 MAX_TOPIC = 64
 MAX_TARGETS = 100
+# Data messages that are evidence (what the customer was shown and agreed to) go into
+# the session timeline under these event types; chatter such as the pointer does not.
+TIMELINE_TOPICS = {
+    "material": "material_pushed",
+    "confirm_request": "confirmation_requested",
+    "confirm_done": "confirmation_answered",
+    "prompt": "prompt_played",
+    "screen_share": "screen_share",
+    "snapshot": "snapshot",
+}
 
 
 class Room:
@@ -360,6 +377,10 @@ class Room:
                 continue
             participant.deliver_data(event)
             count += 1
+        if topic in TIMELINE_TOPICS:
+            self.node.timeline(
+                self, TIMELINE_TOPICS[topic], participant_id=sender.id if sender else None, topic=topic, payload=payload
+            )
         return count
 
     def on_data_channel_message(self, sender: Participant, channel: Any, message: Any) -> None:

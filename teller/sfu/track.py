@@ -281,6 +281,12 @@ class Publication:
         if tap in self._taps:
             self._taps.remove(tap)
 
+    def replace_tap(self, old: Callable[[bytes], None], new: Callable[[bytes], None]) -> None:
+        """In place, so that a tap may swap itself while the packet loop runs over the list."""
+        for i, tap in enumerate(self._taps):
+            if tap == old:
+                self._taps[i] = new
+
     # -- RTCP ---------------------------------------------------------------------------
 
     def request_keyframe(self) -> None:

@@ -11,12 +11,14 @@ from aiohttp import web
 from ..agent_desk import routes as page_routes
 from ..config import Config
 from ..errors import NotFound, TellerError
+from ..recording.archive import install_archive
+from ..recording.service import install_recorder
 from ..sfu import Node
 from ..state import StateStore, open_store
 from .keys import CONFIG, DIRECTORY, ISSUER, NODE, STORE
 from .openapi import routes as openapi_routes
 from .rest import routes as rest_routes
-from .tokens import TokenIssuer, issuer_for
+from .tokens import TokenIssuer, issuer_for, resolve_secret
 from .whip import routes as whip_routes
 from .ws import rtc_handler
 
@@ -136,10 +138,13 @@ def create_app(
 
     app.on_startup.append(start_agent)
     app.on_shutdown.append(close_node)
-    if role == "embedded":  # a cluster's signalling processes run it, not its nodes
+    secret = resolve_secret(config)
+    install_recorder(app, app[NODE], app[STORE], config, secret)
+    if role == "embedded":  # a cluster's signalling processes run these, not its nodes
         from .contact.service import install
 
         install(app, app[STORE], config)
+        install_archive(app, app[STORE], config, secret)
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)
     app.add_routes(whip_routes)

@@ -36,6 +36,7 @@ _SDP_CREATED = {
 _CALL = {"name": "call", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT = {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}
 _OBJ = {"type": "object"}
+_SID = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
 
 
 def _action(summary: str, *errors: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -270,6 +271,43 @@ def document() -> dict[str, Any]:
                 "get": {"summary": "One page as PNG; the random material id in the URL is the permission", "security": [], "responses": {"200": {"description": "PNG", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **_errors(404)}},
             },
             "/v1/queues": {"get": {"summary": "Per skill: waiting, longest wait, answered, abandoned, service level (supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}}},
+            "/v1/recordings/login": {"post": _action("Demo only (auth.dev_tokens): a compliance or supervisor token for the replay page", 400, 403, body={"type": "object", "properties": {"name": {"type": "string"}, "role": {"type": "string", "enum": ["compliance", "supervisor"]}}})},
+            "/v1/recordings": {"get": {
+                "summary": "Search recorded sessions, newest first, paged by cursor (compliance, supervisor; audited)",
+                "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}} for n in (
+                    "from", "to", "agent", "customer", "business", "outcome", "min_duration", "max_duration",
+                    "flags", "status", "legal_hold", "cursor", "limit")],
+                "responses": {"200": _json(_OBJ), **_errors(400, 401, 403)},
+            }},
+            "/v1/recordings/spot-checks": {"get": {
+                "summary": "This week's (or ?week=YYYY-Www) random spot-check sample: recording.spot_check_percent of each agent's sessions",
+                "parameters": [{"name": "week", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{4}-W[0-9]{2}$"}}],
+                "responses": {"200": _json(_OBJ), **_errors(400, 401, 403)},
+            }},
+            "/v1/recordings/{sid}": {
+                "parameters": [_SID],
+                "get": {"summary": "One session: index entry, files (from the manifest), evaluations, manifest check (audited as view)", "responses": {"200": _json(_OBJ), **_errors(400, 401, 403, 404)}},
+                "delete": {"summary": "Delete a recording (compliance); refused under legal hold (409 legal_hold)", "responses": {"200": _json(_OBJ), **_errors(400, 401, 403, 404, 409)}},
+            },
+            "/v1/recordings/{sid}/timeline": {"parameters": [_SID], "get": {"summary": "The merged session timeline; t is seconds from the session start", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
+            "/v1/recordings/{sid}/transcript": {"parameters": [_SID], "get": {"summary": "The transcript cues, when speech recognition made one", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
+            "/v1/recordings/{sid}/files/{name}": {
+                "parameters": [_SID, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}, {"name": "download", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+                "get": {"summary": "Stream one file (HTTP Range supported; ?access_token= for media elements); audited as play, or download with ?download=1", "responses": {"200": {"description": "The file"}, "206": {"description": "A byte range"}, **_errors(401, 403, 404, 416)}},
+            },
+            "/v1/recordings/{sid}/export": {"parameters": [_SID], "get": {"summary": "Every file of the session as one zip (audited as export)", "responses": {"200": {"description": "application/zip"}, **_errors(401, 403, 404)}}},
+            "/v1/recordings/{sid}/legal-hold": {"parameters": [_SID], "put": _action("Set or lift a legal hold, with a reason (compliance); a held recording is never deleted", 400, 401, 403, 404, 409, body={"type": "object", "required": ["hold"], "properties": {"hold": {"type": "boolean"}, "reason": {"type": "string"}}})},
+            "/v1/recordings/{sid}/evaluations": {"parameters": [_SID], "post": _action("Store a spot-check evaluation (scores 0-5 for greeting, identity_check, risk_disclosure, accuracy, courtesy; comments)", 400, 401, 403, 404, 409, body=_OBJ)},
+            "/v1/recordings/{sid}/segments": {"parameters": [_SID], "post": {
+                "summary": "A field device uploads a segment it recorded while offline (multipart: meta JSON, then file); merged into the session",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {"meta": {"type": "string"}, "file": {"type": "string", "format": "binary"}}}}}},
+                "responses": {"201": _json(_OBJ), **_errors(400, 401, 403, 404, 413)},
+            }},
+            "/v1/audit": {"get": {
+                "summary": "Audit log entries, newest first (compliance; itself audited)",
+                "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}} for n in ("action", "target", "actor", "limit")],
+                "responses": {"200": _json(_OBJ), **_errors(400, 401, 403)},
+            }},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
         },
     }

@@ -25,6 +25,8 @@ class Business:
     risk_prompt: dict[str, str]
     anti_fraud: dict[str, str]
     identity_questions: tuple[dict[str, str], ...]
+    # Days its recordings are kept; None: recording.retention_days.
+    retention_days: float | None = None
 
     def text(self, field: dict[str, str], language: str) -> str:
         return field.get(language) or field["en"]
@@ -77,7 +79,7 @@ def _business(raw: Any, index: int) -> Business:
     where = f"business #{index + 1}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a table")
-    unknown = set(raw) - {"id", "skill", "priority", "steps", "name", "risk_prompt", "anti_fraud", "identity_questions"}
+    unknown = set(raw) - {"id", "skill", "priority", "steps", "name", "risk_prompt", "anti_fraud", "identity_questions", "retention_days"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     business_id, skill, priority = raw.get("id"), raw.get("skill"), raw.get("priority", 0)
@@ -91,6 +93,9 @@ def _business(raw: Any, index: int) -> Business:
     steps = raw.get("steps", [])
     if not isinstance(steps, list) or any(s not in STEPS for s in steps):
         raise ConfigError(f"{where}: steps must be among {', '.join(STEPS)}")
+    retention = raw.get("retention_days")
+    if retention is not None and (isinstance(retention, bool) or not isinstance(retention, (int, float)) or retention <= 0):
+        raise ConfigError(f"{where}: retention_days must be a positive number of days")
     questions = raw.get("identity_questions", [])
     if not isinstance(questions, list):
         raise ConfigError(f"{where}: identity_questions must be a list")
@@ -103,6 +108,7 @@ def _business(raw: Any, index: int) -> Business:
         risk_prompt=_texts(raw.get("risk_prompt"), f"{where}.risk_prompt"),
         anti_fraud=_texts(raw.get("anti_fraud"), f"{where}.anti_fraud"),
         identity_questions=tuple(_texts(q, f"{where}.identity_questions") for q in questions),
+        retention_days=float(retention) if retention is not None else None,
     )
 
 

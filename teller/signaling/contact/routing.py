@@ -22,6 +22,7 @@ from typing import Any
 
 from ...config.settings import ContactSettings
 from ...errors import BadRequest, Conflict, NotFound
+from ...recording.session_info import link_room, record_outcome
 from ...state import Record, StateStore
 from .catalogue import Catalogue
 
@@ -183,6 +184,7 @@ class Router:
         async with self.store.lock(LOCK):
             await self.store.update_doc(CALL, call_id, lambda _: call)
             await self.store.enqueue(queue_name(business.skill), call_id, {"call_id": call_id}, priority)
+        await link_room(self.store, call["room"], call_id)
         self._emit("queued", call)
         await self.dispatch()
         return await self.call(call_id)
@@ -342,6 +344,7 @@ class Router:
                     return None if current is None else {**current, "wrap_ups": [*current.get("wrap_ups", []), wrap]}
 
                 await self.store.update_doc(CALL, agent["call_id"], add)
+                await record_outcome(self.store, agent["call_id"], code)
             await self._set_agent(agent_id, "available", now)
         await self.dispatch()
         return await self.agent(agent_id)

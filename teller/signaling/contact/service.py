@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 
 from aiohttp import web
 
 from ...config import Config
+from ...recording.service import publish_session_event
 from ...state import Record, StateStore, StateUnavailable
 from ..webhooks import Webhooks
 from .catalogue import load_catalogue
@@ -35,16 +37,17 @@ class ContactCentre:
         signature goes only into the timeline, the evidence store."""
         self.webhooks.send(f"call.{kind}", {**call, **{k: v for k, v in extra.items() if k != "signature"}})
         event = {
-            "type": f"call_{kind}", "call_id": call["call_id"], "state": call["state"],
+            "type": f"call_{kind}", "ts": round(time.time(), 3), "call_id": call["call_id"], "state": call["state"],
             "agent_id": call.get("agent_id"), "offered_to": call.get("offered_to"), **extra,
         }
-        task = asyncio.ensure_future(self._append(call["call_id"], event))
+        task = asyncio.ensure_future(self._append(call, event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _append(self, call_id: str, event: Record) -> None:
+    async def _append(self, call: Record, event: Record) -> None:
         with contextlib.suppress(StateUnavailable):
-            await self.store.append_event(call_id, event)
+            await self.store.append_event(call["call_id"], event)
+        await publish_session_event(self.store, call["room"], event)
 
     async def _tick_loop(self) -> None:
         """One process at a time runs the timers (ring timeouts, wrap-up, max wait)."""
