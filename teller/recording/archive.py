@@ -102,8 +102,7 @@ class Archive:
             await self.objects.delete(key)
         await publish_op(self.state, {"op": "deleted", "session_id": sid, "at": round(time.time(), 3)})
         await self.feeder.sync()
-        with contextlib.suppress(Exception):
-            log.info("recording deleted", extra={"session": sid, "by": by, "reason": reason, "objects": len(keys)})
+        log.info("recording deleted", extra={"session": sid, "by": by, "reason": reason, "objects": len(keys)})
         return len(keys)
 
     # -- retention ----------------------------------------------------------------------
@@ -260,7 +259,7 @@ def install_archive(app: web.Application, state: StateStore, config: Config, sec
     objects = app[OBJECTS]
     own_finalizer = FINALIZER not in app
     finalizer = app[FINALIZER] if not own_finalizer else Finalizer(
-        config, objects, state, spool_dir(config) / "ingest", node_id=f"signal-{secrets.token_hex(4)}", secret=secret)
+        config, objects, state, spool_dir(config).with_name(spool_dir(config).name + "-ingest"), node_id=f"signal-{secrets.token_hex(4)}", secret=secret)
     archive = Archive(config, state, objects, finalizer, secret)
     app[ARCHIVE] = archive
     app.add_routes(routes)

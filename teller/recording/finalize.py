@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ from .session_info import lookup_session
 log = logging.getLogger("teller.recording")
 
 MEDIA_SUFFIXES = (".webm", ".mkv")
+# A spool directory is named for its session id; anything else there is not ours.
+SESSION_DIR = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Timeline event types that raise a search flag on the session.
 FLAG_EVENTS = {
     "quality_alert": "poor_quality",
@@ -115,7 +118,7 @@ class Finalizer:
         await self.webhooks.start()
         self._worker = asyncio.create_task(self._work(), name="recording-finalizer")
         for directory in sorted(self.spool.iterdir()):
-            if directory.is_dir() and not directory.name.startswith("."):
+            if directory.is_dir() and SESSION_DIR.match(directory.name):
                 self.enqueue(directory.name, None)
 
     async def close(self) -> None:

@@ -344,8 +344,9 @@ class Router:
                     return None if current is None else {**current, "wrap_ups": [*current.get("wrap_ups", []), wrap]}
 
                 await self.store.update_doc(CALL, agent["call_id"], add)
-                await record_outcome(self.store, agent["call_id"], code)
             await self._set_agent(agent_id, "available", now)
+        if agent.get("call_id"):
+            await record_outcome(self.store, agent["call_id"], code)
         await self.dispatch()
         return await self.agent(agent_id)
 
