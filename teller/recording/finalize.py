@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import multiprocessing
-import re
 import shutil
 import time
 from pathlib import Path
@@ -28,7 +27,14 @@ from ..config import Config
 from ..state import StateStore, StateUnavailable
 from .composite import Clip, CompositeOptions, build_composite_at_low_priority
 from .index import publish_op
-from .manifest import MANIFEST_NAME, build_manifest, session_prefix, sha256_file
+from .manifest import (
+    MANIFEST_NAME,
+    SESSION_ID,
+    build_manifest,
+    content_type,
+    session_prefix,
+    sha256_file,
+)
 from .objects import ObjectStore
 from .recorder import wants_recording
 from .segments import write_json_atomic
@@ -37,8 +43,6 @@ from .session_info import lookup_session
 log = logging.getLogger("teller.recording")
 
 MEDIA_SUFFIXES = (".webm", ".mkv")
-# A spool directory is named for its session id; anything else there is not ours.
-SESSION_DIR = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Timeline event types that raise a search flag on the session.
 FLAG_EVENTS = {
     "quality_alert": "poor_quality",
@@ -118,7 +122,7 @@ class Finalizer:
         await self.webhooks.start()
         self._worker = asyncio.create_task(self._work(), name="recording-finalizer")
         for directory in sorted(self.spool.iterdir()):
-            if directory.is_dir() and SESSION_DIR.match(directory.name):
+            if directory.is_dir() and SESSION_ID.match(directory.name):  # anything else is not ours
                 self.enqueue(directory.name, None)
 
     async def close(self) -> None:
@@ -262,7 +266,7 @@ class Finalizer:
             digest = await asyncio.to_thread(sha256_file, path)
             size = path.stat().st_size
             stored = await self.objects.put_file(session_prefix(sid) + name, path, sha256=digest,
-                                                 content_type=_content_type(name))
+                                                 content_type=content_type(name))
             if stored.size != size or (stored.sha256 is not None and stored.sha256 != digest):
                 raise OSError(f"the store did not confirm {name}: size {stored.size}/{size}")
             uploaded[name] = {"size": size, "sha256": digest, "encrypted": stored.encrypted}
@@ -424,17 +428,3 @@ def _remove_empty(directory: Path) -> None:
                 path.rmdir()
     with contextlib.suppress(OSError):
         directory.rmdir()
-
-
-def _content_type(name: str) -> str:
-    if name.endswith(".webm"):
-        return "video/webm"
-    if name.endswith(".mkv"):
-        return "video/x-matroska"
-    if name.endswith(".mp4"):
-        return "video/mp4"
-    if name.endswith((".json", ".jsonl")):
-        return "application/json"
-    if name.endswith(".vtt"):
-        return "text/vtt"
-    return "application/octet-stream"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,16 @@ from .objects.base import ObjectNotFound, ObjectStore, check_key, sha256_file
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 READ_CHUNK = 8 * 1024 * 1024
+# A session id as it names a spool directory and a store prefix (a room's sid: RM_...).
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".json": "application/json",
+                 ".jsonl": "application/x-ndjson", ".vtt": "text/vtt", ".png": "image/png", ".jpg": "image/jpeg"}
+
+
+def content_type(name: str) -> str:
+    """The media type of a session file, by its suffix (stored with it, served with it)."""
+    suffix = name[name.rfind("."):] if "." in name else ""
+    return CONTENT_TYPES.get(suffix, "application/octet-stream")
 
 __all__ = [
     "MANIFEST_NAME",

@@ -35,19 +35,16 @@ from ..signaling.rest import json_body
 from ..signaling.tokens import ANY_ROOM, AccessToken
 from .archive import ARCHIVE, Archive
 from .index import SearchQuery, SessionEntry, publish_op
-from .manifest import MANIFEST_NAME, session_prefix
+from .manifest import MANIFEST_NAME, SESSION_ID, content_type, session_prefix
 from .objects import ObjectNotFound
 
 routes = web.RouteTableDef()
 
 ARCHIVE_ROLES = ("compliance", "supervisor")
 CHUNK = 1024 * 1024
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # The API's short names for the index's search parameters.
 PARAM_NAMES = {"from": "time_from", "to": "time_to", "min_duration": "min_duration_s", "max_duration": "max_duration_s"}
 EVALUATION_ITEMS = ("greeting", "identity_check", "risk_disclosure", "accuracy", "courtesy")
-MEDIA_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".json": "application/json",
-               ".jsonl": "application/x-ndjson", ".vtt": "text/vtt", ".png": "image/png", ".jpg": "image/jpeg"}
 
 
 def _archive(request: web.Request) -> Archive:
@@ -257,9 +254,8 @@ async def file(request: web.Request) -> web.StreamResponse:
     start, end = span or (0, size - 1)
     if download or start == 0:  # one entry per playback, not one per range request
         await _audit(request, token, action, target=sid, file=name, details={"range": header} if header else None)
-    suffix = name[name.rfind("."):] if "." in name else ""
     response = web.StreamResponse(status=206 if span else 200)
-    response.content_type = MEDIA_TYPES.get(suffix, "application/octet-stream")
+    response.content_type = content_type(name)
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["Cache-Control"] = "private, no-store"
     response.content_length = end - start + 1 if size else 0
