@@ -206,9 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--grants", help="comma-separated: publish,subscribe,data,admin (default: by role)")
 
     from .client.cli import add_parser as add_client_parser
+    from .impair.cli import add_parser as add_impair_parser
     from .recording.cli import add_parsers as add_recording_parsers
 
     add_client_parser(sub)
+    add_impair_parser(sub)
     add_recording_parsers(sub)
 
     args = parser.parse_args(argv)
@@ -237,6 +239,10 @@ def main(argv: list[str] | None = None) -> None:
         from .client.cli import run as run_client
 
         raise SystemExit(asyncio.run(run_client(args)))
+    elif args.command == "impair":
+        from .impair.cli import run as run_impair
+
+        raise SystemExit(asyncio.run(run_impair(args)))
 
 
 if __name__ == "__main__":

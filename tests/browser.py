@@ -84,3 +84,32 @@ async def eventually(
                 extra = await extra
             raise AssertionError(f"{what} not within {timeout} s\n{extra}")
         await asyncio.sleep(0.1)
+
+
+class StatsPage:
+    """A tab with its console kept and a polling wait on the page's `window.teller.stats()`."""
+
+    def __init__(self, page: Any, name: str, timeout: float = 30.0) -> None:
+        self.page = page
+        self.name = name
+        self.timeout = timeout
+        self.console: list[str] = []
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    async def stats(self) -> dict[str, Any]:
+        return dict(await self.page.evaluate("window.teller.stats()"))
+
+    async def describe(self) -> str:
+        status = await self.page.text_content("#status")
+        return f"{self.name}: stats {await self.stats()}\nstatus {status!r}\nconsole {self.console[-20:]}"
+
+    async def wait(self, predicate: Callable[[dict[str, Any]], Any], what: str, timeout: float | None = None) -> dict[str, Any]:
+        async def check() -> Any:
+            stats = await self.stats()
+            return stats if predicate(stats) else None
+
+        return dict(await eventually(check, f"{self.name}: {what}", self.describe, timeout or self.timeout))
+
+    def errors(self) -> list[str]:
+        return [c for c in self.console if c.startswith("pageerror")]

@@ -11,13 +11,19 @@ up and wraps up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from .browser import SCREENSHOTS, chromium_context, eventually, require_browser
+from .browser import (
+    SCREENSHOTS,
+    StatsPage,
+    chromium_context,
+    eventually,
+    require_browser,
+)
 from .conftest import Server
 
 playwright_api = require_browser(20_000)
@@ -34,32 +40,7 @@ async def browser_context() -> AsyncIterator[Any]:
         yield context
 
 
-class Page:
-    """A tab with its console kept and a polling wait on `window.teller.stats()`."""
-
-    def __init__(self, page: Any, name: str) -> None:
-        self.page = page
-        self.name = name
-        self.console: list[str] = []
-        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-
-    async def stats(self) -> dict[str, Any]:
-        return await self.page.evaluate("window.teller.stats()")
-
-    async def describe(self) -> str:
-        status = await self.page.text_content("#status")
-        return f"{self.name}: stats {await self.stats()}\nstatus {status!r}\nconsole {self.console[-20:]}"
-
-    async def wait(self, predicate: Callable[[dict[str, Any]], Any], what: str) -> dict[str, Any]:
-        async def check() -> Any:
-            stats = await self.stats()
-            return stats if predicate(stats) else None
-
-        return await eventually(check, f"{self.name}: {what}", self.describe, TIMEOUT)
-
-    def errors(self) -> list[str]:
-        return [c for c in self.console if c.startswith("pageerror")]
+Page = StatsPage
 
 
 async def rest(http: aiohttp.ClientSession, server: Server, method: str, path: str, token: str | None = None,

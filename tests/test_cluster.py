@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,6 +221,15 @@ async def test_redis_restart(cluster: LocalCluster, media: dict[str, list[bytes]
         await end_calls(calls)
 
 
+def _metric(url: str, name: str) -> float:
+    """One sample's value from a process's /metrics, summed over its labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
 async def _status(cluster: LocalCluster, path: str) -> int:
     status, _body = cluster.rest("GET", path)
     return status
@@ -276,6 +286,16 @@ async def test_rest_through_a_signalling_process(cluster: LocalCluster, media: d
         assert full.value.code == "room_full"
         await third.close()
         await flowing([call], 0)
+        # Every process serves /metrics; the node carrying the call counts its media, and
+        # the live quality of the session reaches any signalling process through the store.
+        node = next(n for n in cluster.nodes if n.node_id == room["node_id"])
+        await wait_until(lambda: _metric(node.url, "teller_media_packets_sent_total") > 0, timeout=15)
+        assert _metric(node.url, "teller_participants") == 2
+        assert _metric(cluster.signals[0].url, "teller_signal_relays") >= 1
+        assert _metric(cluster.signals[1].url, "process_cpu_seconds_total") > 0
+        await wait_until(lambda: cluster.rest("GET", "/v1/quality", url=cluster.signal_urls[1])[1]["rooms"], timeout=15)
+        quality = cluster.rest("GET", "/v1/quality", url=cluster.signal_urls[1])[1]["rooms"][0]
+        assert quality["room"] == "api-room" and quality["node_id"] == room["node_id"] and len(quality["participants"]) == 2
         victim = call.sides[1].client
         status, _ = cluster.rest("DELETE", f"/v1/rooms/api-room/participants/{victim.participant_id}")
         assert status == 200

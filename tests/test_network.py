@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +11,7 @@ from teller.client import RoomClient, TestPatternTrack, ToneTrack
 
 from .conftest import start_in_process
 from .media import receive
+from .turn import coturn, force_configuration, free_udp_range, requires_coturn
 
 pytestmark = pytest.mark.media
 
@@ -26,24 +23,6 @@ def candidates(sdp: str) -> list[tuple[str, int]]:
             parts = line.split()
             out.append((parts[4], int(parts[5])))
     return out
-
-
-def free_udp_range(size: int) -> int:
-    """A start port with `size` free UDP ports after it (best effort)."""
-    for start in range(42000, 60000, 97):
-        socks = []
-        try:
-            for port in range(start, start + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.bind(("0.0.0.0", port))
-                socks.append(s)
-            return start
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free UDP range")
 
 
 async def test_port_range_and_bind_address(tmp_path: Path, room_name: str) -> None:
@@ -102,44 +81,17 @@ async def test_announced_address_and_ice_servers_handed_out(tmp_path: Path, room
         await runner.cleanup()
 
 
-@pytest.mark.skipif(shutil.which("turnserver") is None, reason="coturn is not installed (apt-get install coturn)")
+@requires_coturn
 async def test_media_through_a_turn_relay(tmp_path: Path, room_name: str) -> None:
     """Clients that may only use a TURN relay (coturn) still get media through the SFU."""
-    port = free_udp_range(1)
-    relay_low = free_udp_range(40)
-    turn = subprocess.Popen(
-        [
-            "turnserver", "-n", "--listening-ip=127.0.0.1", f"--listening-port={port}",
-            "--relay-ip=127.0.0.1", f"--min-port={relay_low}", f"--max-port={relay_low + 39}",
-            "--lt-cred-mech", "--user=teller:secret", "--realm=teller.test", "--no-tls", "--no-dtls",
-            "--no-cli", "--allow-loopback-peers", f"--pidfile={tmp_path}/turn.pid", "--log-file=stdout",
-            "--simple-log",
-        ],
-        stdout=open(tmp_path / "turn.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while b"listener opened" not in (tmp_path / "turn.log").read_bytes() and b"Total General servers" not in (tmp_path / "turn.log").read_bytes():
-            assert turn.poll() is None, (tmp_path / "turn.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "turn.log").read_text()
-            await asyncio.sleep(0.1)
-        servers = [{"urls": [f"turn:127.0.0.1:{port}?transport=udp"], "username": "teller", "credential": "secret"}]
-        srv, runner = await start_in_process(tmp_path, ice={"servers": servers}, sfu={"bind_addresses": ["127.0.0.1"]})
+    async with coturn(tmp_path) as turn:
+        srv, runner = await start_in_process(tmp_path, ice={"servers": turn.ice_servers()}, sfu={"bind_addresses": ["127.0.0.1"]})
         host = RoomClient(srv.url, srv.token(room_name, "officer"))
         guest = RoomClient(srv.url, srv.token(room_name, "reviewer"))
         try:
             await host.connect()
             await guest.connect()
-            from aiortc import RTCConfiguration, RTCIceServer
-            from aiortc.rtcconfiguration import RTCIceTransportPolicy
-
-            relay_only = RTCConfiguration(
-                iceServers=[RTCIceServer(urls=s["urls"], username=s["username"], credential=s["credential"]) for s in servers],
-                iceTransportPolicy=RTCIceTransportPolicy.RELAY,
-            )
-            for client in (host, guest):
-                client._rtc_configuration = lambda _c=relay_only: _c  # type: ignore[method-assign]
+            force_configuration((host, guest), turn.relay_only_configuration())
             publication = await host.publish([ToneTrack(), TestPatternTrack(320, 240, 30)])
             subscription = await guest.subscribe(host.participant_id)
             video = await receive(subscription.track("video"), 1.0, first_timeout=10)
@@ -151,6 +103,3 @@ async def test_media_through_a_turn_relay(tmp_path: Path, room_name: str) -> Non
             await host.leave()
             await guest.leave()
             await runner.cleanup()
-    finally:
-        turn.terminate()
-        turn.wait(5)

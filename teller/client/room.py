@@ -26,6 +26,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 log = logging.getLogger("teller.client")
 
@@ -109,6 +110,7 @@ class RoomClient:
         ice_servers: list[dict[str, Any]] | None = None,
         reconnect: bool = True,
         reconnect_timeout_s: float = 30.0,
+        relay_only: bool = False,
     ) -> None:
         """`url` is the server's base URL (http[s]://host:port) or its ws[s]:// signalling
         URL, or a list of them (a cluster's signalling processes, tried in turn).
@@ -116,6 +118,10 @@ class RoomClient:
         With `reconnect`, a lost connection is resumed with the resume token: on the
         same node the peer connections carry on untouched; on another node (the old
         one died or drained) publications and subscriptions are made again there.
+
+        With `relay_only`, media goes only through the TURN servers (ICE policy
+        "relay"): a client behind a strict firewall, or one QA puts behind
+        `teller impair` in front of the TURN server.
         """
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
@@ -125,6 +131,7 @@ class RoomClient:
         self._token = token
         self._reconnect = reconnect
         self._reconnect_timeout_s = reconnect_timeout_s
+        self._relay_only = relay_only
         self._room: str | None = None
         self._resume_token: str | None = None
         self._closing = False
@@ -204,7 +211,8 @@ class RoomClient:
             iceServers=[
                 RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
                 for s in servers
-            ]
+            ],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if self._relay_only else RTCIceTransportPolicy.ALL,
         )
 
     async def send(self, message: dict[str, Any]) -> None:

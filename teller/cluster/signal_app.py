@@ -24,6 +24,8 @@ from ..recording.archive import install_archive
 from ..sfu import validate_room_name
 from ..signaling.app import base_app
 from ..signaling.auth import authenticate, bearer
+from ..quality.metrics import SignalMetrics, metrics_handler
+from ..quality.service import routes as quality_routes
 from ..signaling.contact.service import install as install_contact_centre
 from ..signaling.keys import CONFIG, DIRECTORY, ISSUER, STORE
 from ..signaling.openapi import routes as openapi_routes
@@ -124,10 +126,13 @@ def create_signal_app(config: Config, *, issuer: TokenIssuer | None = None, stor
                 await task
         if state.http is not None:
             await state.http.close()
-        await app[STORE].close()
+
+    async def close_store(app: web.Application) -> None:
+        await app[STORE].close()  # last: the contact centre and the archive stop first
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
+    app.on_cleanup.append(close_store)
     install_contact_centre(app, app[STORE], config)
     install_archive(app, app[STORE], config, resolve_secret(config))
     app.router.add_get("/v1/rtc", relay_handler)
@@ -138,6 +143,8 @@ def create_signal_app(config: Config, *, issuer: TokenIssuer | None = None, stor
         app.router.add_options(f"/{kind}/{{room}}", preflight)
         app.router.add_options(f"/{kind}/{{room}}/{{resource}}", preflight)
     app.add_routes(rest_routes)
+    app.add_routes(quality_routes)
+    app.router.add_get("/metrics", metrics_handler(SignalMetrics(app[DIRECTORY].process_stats), config.quality.metrics_token))
     app.add_routes(openapi_routes)
     app.add_routes(page_routes)
     return app

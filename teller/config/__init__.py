@@ -8,6 +8,7 @@ from .settings import (
     IceSettings,
     LogSettings,
     ObjectStoreSettings,
+    QualitySettings,
     RecordingSettings,
     RoomSettings,
     ServerSettings,
@@ -15,6 +16,7 @@ from .settings import (
     SignalingSettings,
     StageSettings,
     StorageSettings,
+    TierSettings,
 )
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "IceSettings",
     "LogSettings",
     "ObjectStoreSettings",
+    "QualitySettings",
     "RecordingSettings",
     "RoomSettings",
     "ServerSettings",
@@ -32,6 +35,7 @@ __all__ = [
     "SignalingSettings",
     "StageSettings",
     "StorageSettings",
+    "TierSettings",
     "data_dir",
     "load_config",
 ]

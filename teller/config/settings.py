@@ -194,6 +194,59 @@ class ObjectStoreSettings:
 
 
 @dataclass
+class TierSettings:
+    name: str = ""
+    # Of the publisher's width and height.
+    scale: float = 0.5
+    bitrate: int = 150_000
+    fps: float = 15.0
+
+
+def _default_tiers() -> list[TierSettings]:
+    return [
+        TierSettings(name="medium", scale=0.5, bitrate=150_000, fps=15.0),
+        TierSettings(name="low", scale=0.25, bitrate=60_000, fps=10.0),
+    ]
+
+
+@dataclass
+class QualitySettings:
+    enabled: bool = True
+    # Statistics are sampled this often from counters the media path keeps anyway.
+    interval_s: float = 1.0
+    # Live figures go to staff in the room and to the state store this often.
+    report_interval_s: float = 2.0
+    # Loss, MOS and fps are judged over this many seconds (a 1 s sample is too noisy).
+    window_s: float = 3.0
+    # Alert thresholds; a condition must hold alert_after_s to raise an alert and be
+    # gone clear_after_s to clear it.
+    loss_warning: float = 0.03
+    loss_critical: float = 0.10
+    rtt_warning_ms: float = 400.0
+    jitter_warning_ms: float = 60.0
+    mos_warning: float = 3.6
+    mos_critical: float = 3.0
+    fps_warning: float = 8.0
+    freeze_warning_s: float = 2.0
+    alert_after_s: float = 2.0
+    clear_after_s: float = 5.0
+    # Adaptive downgrade of a subscriber's video: step down a tier when its loss
+    # stays above down_loss (or its REMB below what it is sent) down_after_s, try
+    # the next tier up after up_after_s of a clean link (doubling, up to
+    # up_max_s, each time a step up fails at once).
+    adapt: bool = True
+    tiers: list[TierSettings] = field(default_factory=_default_tiers)
+    audio_only: bool = True
+    down_loss: float = 0.08
+    down_after_s: float = 2.0
+    up_loss: float = 0.02
+    up_after_s: float = 5.0
+    up_max_s: float = 60.0
+    # Bearer token /metrics asks for; empty: open (keep it on an internal port).
+    metrics_token: str = ""
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -213,6 +266,7 @@ class Config:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     contact: ContactSettings = field(default_factory=ContactSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     objects: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
     log: LogSettings = field(default_factory=LogSettings)

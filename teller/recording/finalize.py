@@ -24,6 +24,7 @@ import av
 
 from .. import logs
 from ..config import Config
+from ..quality.report import build_report as build_quality_report
 from ..state import StateStore, StateUnavailable
 from .composite import Clip, CompositeOptions, build_composite_at_low_priority
 from .index import publish_op
@@ -43,6 +44,7 @@ from .session_info import lookup_session
 log = logging.getLogger("teller.recording")
 
 MEDIA_SUFFIXES = (".webm", ".mkv")
+QUALITY_NAME = "quality.json"
 # Timeline event types that raise a search flag on the session.
 FLAG_EVENTS = {
     "quality_alert": "poor_quality",
@@ -62,6 +64,8 @@ def file_kind(name: str) -> str:
         return "track" if name.endswith(MEDIA_SUFFIXES) else "track_meta"
     if name.startswith("timeline"):
         return "timeline"
+    if name == QUALITY_NAME:
+        return "quality"
     if name.startswith("part-"):
         return "part"
     if name.startswith("transcript"):
@@ -296,6 +300,9 @@ class Finalizer:
         ended_at = max(ends) if ends else started_at
         events = await self._timeline(roots, info, started_at)
         write_json_atomic(directory / "timeline.json", {"session_id": sid, "started_at": started_at, "events": events})
+        quality = build_quality_report(sid, events)
+        if quality is not None:
+            write_json_atomic(directory / QUALITY_NAME, quality)
 
         composite_error = None
         if self.settings.composite and clips and not (directory / "composite.mp4").exists():

@@ -214,6 +214,11 @@ async def timeline(request: web.Request) -> web.Response:
     return await _session_json(request, "timeline.json", "timeline_not_found", "this recording has no timeline yet")
 
 
+@routes.get("/v1/recordings/{sid}/quality")
+async def quality(request: web.Request) -> web.Response:
+    return await _session_json(request, "quality.json", "quality_not_found", "this recording has no quality report")
+
+
 @routes.get("/v1/recordings/{sid}/transcript")
 async def transcript(request: web.Request) -> web.Response:
     return await _session_json(request, "transcript.json", "transcript_not_found", "this recording has no transcript")

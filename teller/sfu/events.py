@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 
@@ -11,7 +11,9 @@ class Event:
     type: ClassVar[str] = "event"
 
     def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, **asdict(self)}
+        # Shallow: the fields are JSON values already, and dataclasses.asdict's deep
+        # copy of a data payload cost more than encoding it.
+        return {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,16 @@ Per packet: rewrite SSRC, payload type and sequence number (the timestamp is kep
 so the publisher's sender reports stay valid), re-map header extensions only when
 the two legs negotiated different ones, encrypt and send. A video DownTrack starts
 on a keyframe; until then it drops packets the subscriber could not decode anyway.
+
+Its source is the publication itself (the transcode-free path) or, for a subscriber
+whose downlink cannot carry that, a shared lower-tier encoder with the same
+interface (teller/sfu/tiers.py); `switch` moves it between the two on a keyframe.
 """
 
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import rtcp
 from .rtp import HEADER, ExtensionRewriter, wrap_rtx
@@ -34,10 +38,15 @@ class DownTrack:
         self.payload_type = media.codec.payloadType
         self.rtx_payload_type = media.rtx_payload_type
         self._leg = media.leg
+        self.media_leg = media.leg
         source, target = publication.extensions, media.extensions
-        self._rewriter: ExtensionRewriter | None = (
+        self._publication_rewriter: ExtensionRewriter | None = (
             None if source.key() == target.key() else ExtensionRewriter(source, target)
         )
+        self._rewriter = self._publication_rewriter
+        # The publication, or a tier encoder; None while paused (audio only).
+        self.source: Any = publication
+        self.tier = "full"
         self._seq_offset = 0
         self._max_out_seq = random.randrange(0x8000)
         self._rtx_seq = random.randrange(0x8000)
@@ -45,6 +54,7 @@ class DownTrack:
         self._waiting = False
         self.started = False
         self.ended = False
+        self.closed = False
         self.packets = 0
         self.octets = 0
         self.retransmits = 0
@@ -52,6 +62,13 @@ class DownTrack:
         self.remb_bitrate = 0
         self.remb_at = 0.0
         self.last_report: rtcp.RtcpReceiverInfo | None = None
+        self.report_at = 0.0
+        self.reports = 0
+        self.nacks_received = 0
+        self.keyframe_requests = 0
+        self.rtt: float | None = None
+        # Middle 32 bits of the NTP time in each recent SR we sent -> when we sent it.
+        self._sr_sent: dict[int, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -61,9 +78,9 @@ class DownTrack:
         A keyframe that arrived moments ago is replayed from the history at once;
         otherwise the subscriber waits for the one its keyframe request brings.
         """
-        if self.started or self.ended or self.publication.ended:
+        if self.started or self.ended or self.closed or self.publication.ended or self.source is None:
             return
-        publication = self.publication
+        publication = self.source
         self.started = True
         self._resync = True
         if self.kind == "video":
@@ -81,19 +98,43 @@ class DownTrack:
             publication.request_keyframe()
 
     def stop(self) -> None:
+        """The subscription is closing: for good."""
+        self.closed = True
+        self._detach_source()
+
+    def _detach_source(self) -> None:
         if not self.started:
             return
         self.started = False
         if self._waiting:
             self._waiting = False
-            self.publication.waiting -= 1
-        self.publication.detach(self)
+            self.source.waiting -= 1
+        self.source.detach(self)
+
+    def switch(self, source: Any, tier: str) -> None:
+        """Take packets from `source` (None: pause), starting on its next keyframe.
+
+        Sequence numbers continue without a jump the subscriber would read as loss;
+        timestamps are the publisher's on every source, so sender reports stay valid.
+        """
+        self.tier = tier
+        if source is self.source:
+            return
+        running = self.started
+        self._detach_source()
+        self.source = source
+        self._rewriter = self._publication_rewriter if source is self.publication else None
+        if running or self._leg.active:
+            self.start()
 
     def publication_ended(self) -> None:
         """Called by the publication; tells the subscriber with an RTCP BYE."""
         if self._waiting:
             self._waiting = False
-            self.publication.waiting -= 1
+            if self.source is not None:
+                self.source.waiting -= 1
+        if self.started and self.source is not None and self.source is not self.publication:
+            self.source.detach(self)
         self.started = False
         if not self.ended:
             self.ended = True
@@ -107,7 +148,7 @@ class DownTrack:
                 if not keyframe:
                     return
                 self._waiting = False
-                self.publication.waiting -= 1
+                self.source.waiting -= 1
             self._resync = False
             self._seq_offset = (self._max_out_seq + 1 - seq) & 0xFFFF
         out_seq = (seq + self._seq_offset) & 0xFFFF
@@ -135,7 +176,8 @@ class DownTrack:
         """Answer from the publication's history, as RTX where the subscriber has it."""
         if not self.started:
             return
-        publication = self.publication
+        self.nacks_received += 1
+        publication = self.source
         for out_seq in lost:
             in_seq = (out_seq - self._seq_offset) & 0xFFFF
             pkt = publication.history_packet(in_seq)
@@ -149,14 +191,23 @@ class DownTrack:
             self.retransmits += 1
 
     def on_keyframe_request(self) -> None:
-        self.publication.request_keyframe()
+        self.keyframe_requests += 1
+        if self.source is not None:
+            self.source.request_keyframe()
 
     def on_remb(self, bitrate: int, now: float) -> None:
         self.remb_bitrate = bitrate
         self.remb_at = now
 
-    def on_report(self, report: rtcp.RtcpReceiverInfo) -> None:
+    def on_report(self, report: rtcp.RtcpReceiverInfo, now: float) -> None:
         self.last_report = report
+        self.report_at = now
+        self.reports += 1
+        sent = self._sr_sent.get(report.lsr) if report.lsr else None
+        if sent is not None:
+            rtt = now - sent - report.dlsr / 65536
+            if 0 <= rtt < 10:
+                self.rtt = rtt
 
     def send_sender_report(self, now: float) -> None:
         """Our SSRC, the publisher's NTP/RTP mapping (timestamps are not rewritten)."""
@@ -166,6 +217,10 @@ class DownTrack:
         if mapping is None:
             return
         ntp, rtp_ts = mapping
+        sent = self._sr_sent
+        if len(sent) >= 8:
+            del sent[next(iter(sent))]
+        sent[(ntp >> 16) & 0xFFFFFFFF] = now
         self._leg.send_rtcp(rtcp.sr(self.ssrc, ntp, rtp_ts, self.packets, self.octets))
 
 

@@ -50,6 +50,12 @@ class Node:
         # In a cluster: the shared record of a room this node is asked to open, or an
         # error if the room belongs to another node.
         self.room_guard: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
+        # Called with (metric, value) for the few timings /metrics keeps (join time...).
+        self.observers: list[Callable[[str, float], None]] = []
+
+    def observe(self, metric: str, value: float) -> None:
+        for observer in self.observers:
+            observer(metric, value)
 
     def changed(self, room: Room) -> None:
         for listener in self.listeners:

@@ -65,6 +65,73 @@ def vp8_keyframe_start(pkt: bytes, offset: int) -> bool:
     return i < n and not (pkt[i] & 0x01)
 
 
+def _vp8_payload_start(pkt: bytes, offset: int) -> int:
+    """Index of the VP8 payload header, after the payload descriptor (RFC 7741)."""
+    n = len(pkt)
+    b = pkt[offset]
+    i = offset + 1
+    if b & 0x80:
+        if i >= n:
+            return n
+        x = pkt[i]
+        i += 1
+        if x & 0x80:
+            if i >= n:
+                return n
+            i += 2 if pkt[i] & 0x80 else 1
+        if x & 0x40:
+            i += 1
+        if x & 0x30:
+            i += 1
+    return i
+
+
+def vp8_dimensions(pkt: bytes, offset: int) -> tuple[int, int] | None:
+    """Width and height from the first packet of a VP8 keyframe (RFC 6386, 9.1)."""
+    if offset >= len(pkt):
+        return None
+    i = _vp8_payload_start(pkt, offset)
+    if i + 10 > len(pkt) or pkt[i + 3 : i + 6] != b"\x9d\x01\x2a":
+        return None
+    width = (pkt[i + 6] | (pkt[i + 7] << 8)) & 0x3FFF
+    height = (pkt[i + 8] | (pkt[i + 9] << 8)) & 0x3FFF
+    return width, height
+
+
+def audio_level(pkt: bytes, ext_id: int) -> int | None:
+    """The RFC 6464 level (0-127 -dBov) in `pkt`'s header extension `ext_id`, if there."""
+    if not pkt[0] & 0x10:
+        return None
+    start = 12 + 4 * (pkt[0] & 0x0F)
+    if start + 4 > len(pkt):
+        return None
+    profile = (pkt[start] << 8) | pkt[start + 1]
+    end = min(len(pkt), start + 4 + 4 * ((pkt[start + 2] << 8) | pkt[start + 3]))
+    i = start + 4
+    if profile == ONE_BYTE_PROFILE:
+        while i < end:
+            b = pkt[i]
+            if b == 0:
+                i += 1
+                continue
+            element, length = b >> 4, (b & 0x0F) + 1
+            if element == 15:
+                return None
+            if element == ext_id and i + 1 < end:
+                return pkt[i + 1] & 0x7F
+            i += 1 + length
+    elif (profile & 0xFFF0) == TWO_BYTE_PROFILE:
+        while i + 1 < end:
+            element, length = pkt[i], pkt[i + 1]
+            if element == 0:
+                i += 1
+                continue
+            if element == ext_id and length and i + 2 < end:
+                return pkt[i + 2] & 0x7F
+            i += 2 + length
+    return None
+
+
 def h264_keyframe_start(pkt: bytes, offset: int) -> bool:
     """True for a packet that starts an IDR access unit (SPS, or an IDR slice start)."""
     n = len(pkt)

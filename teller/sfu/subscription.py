@@ -62,12 +62,13 @@ class Subscription:
 
     def _on_rtcp(self, leg: MediaLeg, data: bytes) -> None:
         downtracks = self.downtracks
+        now = self._loop.time()
         for packet in rtcp.parse(data):
             if isinstance(packet, (rtcp.RtcpRrPacket, rtcp.RtcpSrPacket)):
                 for report in packet.reports:
                     downtrack = downtracks.get(report.ssrc)
                     if downtrack is not None:
-                        downtrack.on_report(report)
+                        downtrack.on_report(report, now)
             elif isinstance(packet, rtcp.RtcpRtpfbPacket):
                 downtrack = downtracks.get(packet.media_ssrc)
                 if downtrack is not None and packet.fmt == rtcp.RTCP_RTPFB_NACK:
@@ -76,7 +77,6 @@ class Subscription:
                 if packet.fmt == rtcp.RTCP_PSFB_APP:
                     remb = rtcp.remb_of(packet)
                     if remb is not None:
-                        now = self._loop.time()
                         for ssrc in remb[1]:
                             downtrack = downtracks.get(ssrc)
                             if downtrack is not None:

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import rtcp
-from .rtp import ExtensionMap, keyframe_detector, payload_offset, unwrap_rtx
+from .rtp import (
+    ExtensionMap,
+    audio_level,
+    keyframe_detector,
+    payload_offset,
+    unwrap_rtx,
+    vp8_dimensions,
+)
 from .transport import MediaLeg, NegotiatedMedia
 
 if TYPE_CHECKING:
@@ -25,6 +32,8 @@ log = logging.getLogger("teller.sfu.track")
 
 NTP_EPOCH_OFFSET = 2208988800
 MAX_NACK_GAP = 128
+# A gap between two frames longer than this is a freeze a viewer notices.
+FREEZE_S = 0.5
 NACK_RETRY_S = 0.04
 NACK_MAX_TRIES = 5
 REMB_FRESH_S = 5.0
@@ -35,6 +44,22 @@ _ids = itertools.count(1)
 def ntp_now() -> int:
     now = time.time() + NTP_EPOCH_OFFSET
     return (int(now) << 32) | int((now % 1) * (1 << 32))
+
+
+def packets_since(
+    history_packet: Callable[[int], bytes | None], start: int, last: int, limit: int
+) -> list[bytes] | None:
+    """Packets `start`..`last` from a history, or None if more than `limit` or any is gone."""
+    count = ((last - start) & 0xFFFF) + 1
+    if count > limit:
+        return None
+    packets = []
+    for i in range(count):
+        pkt = history_packet((start + i) & 0xFFFF)
+        if pkt is None:
+            return None
+        packets.append(pkt)
+    return packets
 
 
 class ReceiveStats:
@@ -171,6 +196,19 @@ class Publication:
         self._missing: dict[int, int] = {}
         self._nack_timer: asyncio.TimerHandle | None = None
         self.on_ended: list[Callable[[Publication], None]] = []
+        self.created_at = self._loop.time()
+        # Frame arrival, for fps and freezes: one comparison per video packet.
+        self.frames = 0
+        self.freezes = 0
+        self.freeze_time = 0.0
+        self.last_frame_at: float | None = None
+        self._frame_ts = -1
+        self.width = 0
+        self.height = 0
+        self._last_audio: bytes | None = None
+        # "max": the publisher may send what the best subscriber takes (the others get
+        # a lower tier); "min": what the weakest takes (no tiers to fall back on).
+        self.remb_policy = "min"
 
     # -- the per-packet path -------------------------------------------------------------
 
@@ -184,16 +222,44 @@ class Publication:
             history[seq & self._history_mask] = pkt
             if gap:
                 self._on_gap(seq, gap)
+            if ts != self._frame_ts and gap >= 0:
+                self._new_frame(ts, now)
             if self._keyframe_start is not None and self._keyframe_start(pkt, payload_offset(pkt)):
                 keyframe = True
                 if gap >= 0:  # not a late retransmission of an older keyframe
                     self.last_keyframe_seq = seq
                     self.last_keyframe_at = now
+                    self._keyframe_seen(pkt)
+        else:
+            self._last_audio = pkt
         for downtrack in self._downtracks:
             downtrack.write(pkt, seq, ts, keyframe)
         if self._taps:
             for tap in self._taps:
                 tap(pkt)
+
+    def _new_frame(self, ts: int, now: float) -> None:
+        self._frame_ts = ts
+        last = self.last_frame_at
+        if last is not None and now - last > FREEZE_S:
+            self.freezes += 1
+            self.freeze_time += now - last
+        self.last_frame_at = now
+        self.frames += 1
+
+    def _keyframe_seen(self, pkt: bytes) -> None:
+        if self.mime_type.lower() == "video/vp8":
+            size = vp8_dimensions(pkt, payload_offset(pkt))
+            if size is not None:
+                self.width, self.height = size
+
+    def audio_level(self) -> int | None:
+        """The last packet's RFC 6464 level in -dBov (0 loudest, 127 silence), if sent."""
+        pkt = self._last_audio
+        ext_id = self.extensions.audio_level_id
+        if pkt is None or not ext_id:
+            return None
+        return audio_level(pkt, ext_id)
 
     def on_rtx(self, pkt: bytes, now: float) -> None:
         if self.ssrc is None:
@@ -242,16 +308,7 @@ class Publication:
             return None
         if self._loop.time() - self.last_keyframe_at > self._replay_max_age:
             return None
-        count = ((self.stats.max_seq - start) & 0xFFFF) + 1
-        if count > len(self._history) // 2:
-            return None
-        packets = []
-        for i in range(count):
-            pkt = self.history_packet((start + i) & 0xFFFF)
-            if pkt is None:
-                return None
-            packets.append(pkt)
-        return packets
+        return packets_since(self.history_packet, start, self.stats.max_seq, len(self._history) // 2)
 
     def history_packet(self, seq: int) -> bytes | None:
         if self._history is None:
@@ -336,12 +393,19 @@ class Publication:
             self.request_keyframe()  # the first request may have been lost
 
     def target_bitrate(self, now: float) -> int:
-        """What the publisher may send: the lowest estimate any subscriber reported."""
-        best = self._max_bitrate
-        for downtrack in self._downtracks:
-            if downtrack.remb_bitrate and now - downtrack.remb_at < REMB_FRESH_S:
-                best = min(best, downtrack.remb_bitrate)
-        return max(best, 50_000)
+        """What the publisher may send, from the estimates its subscribers reported.
+
+        Without tiers, the lowest one: every subscriber must be able to take it.
+        With tiers ("max"), the highest: a subscriber who cannot take it moves to a
+        lower tier instead of holding everyone else down.
+        """
+        estimates = [
+            d.remb_bitrate for d in self._downtracks if d.remb_bitrate and now - d.remb_at < REMB_FRESH_S
+        ]
+        if not estimates:
+            return self._max_bitrate
+        best = max(estimates) if self.remb_policy == "max" else min(estimates)
+        return max(min(best, self._max_bitrate), 50_000)
 
     # -- lifecycle ---------------------------------------------------------------------
 

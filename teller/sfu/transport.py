@@ -173,6 +173,9 @@ class PeerTransport:
         self._close_task: asyncio.Task[None] | None = None
         self.close_reason = ""
         self.has_data_channel = False
+        self.created_at = asyncio.get_running_loop().time()
+        self.connected_at: float | None = None
+        self.connect_observed = False  # counted in teller_connect_seconds
         # Set by the owner (publisher or subscriber side).
         self.on_rtp: Callable[[MediaLeg, bytes, float], None] = lambda leg, pkt, now: None
         self.on_rtcp: Callable[[MediaLeg, bytes], None] = lambda leg, pkt: None
@@ -290,6 +293,7 @@ class PeerTransport:
             for leg in self._legs.values():
                 leg.activate()
             self.state = "connected"
+            self.connected_at = asyncio.get_running_loop().time()
             self.on_connected()
         elif state in ("failed", "closed") and self.state not in ("closed", "failed"):
             self.close_soon("ice_failed" if state == "failed" else "closed")

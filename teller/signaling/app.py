@@ -12,6 +12,8 @@ from ..agent_desk import routes as page_routes
 from ..config import Config
 from ..errors import NotFound, TellerError
 from ..recording.archive import install_archive
+from ..quality.service import install_quality
+from ..quality.service import routes as quality_routes
 from ..recording.service import install_recorder
 from ..sfu import Node
 from ..state import StateStore, open_store
@@ -134,12 +136,18 @@ def create_app(
     async def close_node(app: web.Application) -> None:
         await agent.stop()
         await app[NODE].close()
+
+    async def close_store(app: web.Application) -> None:
+        # After every shutdown handler: the recorder's and the quality monitor's last
+        # writes and bus subscriptions need the store until they have stopped.
         await app[STORE].close()
 
     app.on_startup.append(start_agent)
     app.on_shutdown.append(close_node)
+    app.on_cleanup.append(close_store)
     secret = resolve_secret(config)
     install_recorder(app, app[NODE], app[STORE], config, secret)
+    install_quality(app, app[NODE], app[STORE], config)
     if role == "embedded":  # a cluster's signalling processes run these, not its nodes
         from .contact.service import install
 
@@ -147,6 +155,7 @@ def create_app(
         install_archive(app, app[STORE], config, secret)
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)
+    app.add_routes(quality_routes)
     app.add_routes(whip_routes)
     app.add_routes(openapi_routes)
     app.add_routes(page_routes)

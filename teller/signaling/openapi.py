@@ -290,6 +290,7 @@ def document() -> dict[str, Any]:
                 "delete": {"summary": "Delete a recording (compliance); refused under legal hold (409 legal_hold)", "responses": {"200": _json(_OBJ), **_errors(400, 401, 403, 404, 409)}},
             },
             "/v1/recordings/{sid}/timeline": {"parameters": [_SID], "get": {"summary": "The merged session timeline; t is seconds from the session start", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
+            "/v1/recordings/{sid}/quality": {"parameters": [_SID], "get": {"summary": "The session's quality report (quality.json): levels, MOS, loss, alerts, tier changes", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
             "/v1/recordings/{sid}/transcript": {"parameters": [_SID], "get": {"summary": "The transcript cues, when speech recognition made one", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
             "/v1/recordings/{sid}/files/{name}": {
                 "parameters": [_SID, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}, {"name": "download", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
@@ -308,6 +309,22 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}} for n in ("action", "target", "actor", "limit")],
                 "responses": {"200": _json(_OBJ), **_errors(400, 401, 403)},
             }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics of this process (text format); a bearer token when quality.metrics_token is set",
+                "security": [],
+                "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)},
+            }},
+            "/v1/quality": {"get": {
+                "summary": "Live quality of every session, worst first (supervisor or admin, every-room token)",
+                "responses": {"200": _json({"type": "object", "properties": {"rooms": {"type": "array", "items": _OBJ}}}), **_errors(401, 403)},
+            }},
+            "/v1/rooms/{room}/quality": {
+                "parameters": [_ROOM],
+                "get": {
+                    "summary": "Live quality of one session: level, MOS, alerts, per-participant figures (staff)",
+                    "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)},
+                },
+            },
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
         },
     }

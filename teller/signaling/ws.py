@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,6 +238,7 @@ class SignalSession:
     async def _join(self, msg: protocol.Join) -> None:
         if self.participant is not None:
             raise BadRequest("already joined", code="already_joined")
+        started = time.monotonic()
         resume_id: str | None = None
         hidden = msg.hidden
         if msg.resume:
@@ -291,6 +293,7 @@ class SignalSession:
                 "expires_at": token.expires_at,
             }
         )
+        self._node.observe("join_seconds", time.monotonic() - started)
 
     async def _leave(self, reason: str) -> None:
         room, participant = self.room, self.participant

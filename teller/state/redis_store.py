@@ -228,8 +228,13 @@ class RedisSubscription(QueueSubscription):
         await super().close()
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            # redis-py can swallow a cancellation inside get_message: never wait forever.
+            done, _ = await asyncio.wait({self._reader}, timeout=READER_STOP_S)
+            if not done:
+                log.warning("a bus reader did not stop; left behind", extra={"channels": sorted(self.channels)})
+            else:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    self._reader.result()
 
     async def _connect(self) -> PubSub:
         pubsub = self._client.pubsub()
@@ -294,6 +299,9 @@ class RedisSubscription(QueueSubscription):
                     backoff = min(backoff * 2, BUS_BACKOFF_MAX_S)
         finally:
             await _close_quietly(pubsub)
+
+
+READER_STOP_S = 2.0
 
 
 class RedisStore(StateStore):

@@ -45,6 +45,7 @@
       confirmSent: "您的确认已提交。", refusedSent: "您已拒绝该交易。", confirmFailed: "提交失败，请重试。",
       lost: "与服务器的连接已断开。", unreachable: "无法连接服务器，请检查网络后重试。",
       needPlayClick: "请点击页面任意位置以听到坐席的声音。", reconnecting: "正在重新连接…",
+      networkWeak: "您的网络信号较弱，画面可能会暂停。", audioOnly: "为保证通话声音清晰，已暂停视频画面。",
     },
     en: {
       htmlLang: "en", speechLang: "en-US",
@@ -78,6 +79,7 @@
       confirmFailed: "It could not be sent. Please try again.",
       lost: "The connection to the server was lost.", unreachable: "Cannot reach the server. Check your connection and try again.",
       needPlayClick: "Click anywhere on the page to hear the agent.", reconnecting: "Reconnecting…",
+      networkWeak: "Your network is weak; the picture may pause.", audioOnly: "The video is paused to keep the voice clear.",
     },
   };
 
@@ -103,6 +105,7 @@
     confirmAccount: $("confirm-account"), signatureBlock: $("signature-block"), signature: $("signature"),
     signatureClear: $("signature-clear"), confirmError: $("confirm-error"),
     confirmAccept: $("confirm-accept"), confirmRefuse: $("confirm-refuse"),
+    networkNotice: $("network-notice"), audioOnlyNotice: $("audio-only-notice"),
   };
 
   const state = {
@@ -131,6 +134,8 @@
     speakerOn: true,
     material: null, // the current material's id
     confirmation: null, // {request, state: pending|sending|accepted|refused|error}
+    qualityAlerts: new Map(), // alert_id -> kind: the server's raised alerts about this customer
+    audioOnly: false, // the server sends this customer audio only to keep the voice clear
     signed: false,
     get participants() { return client.participants; }, // participant_id -> info with tracks
     get participantId() { return client.participantId; },
@@ -444,6 +449,7 @@
     ui.localVideo.srcObject = null;
     client.close(); // says `leave` if still in the room
     state.agentId = null;
+    resetQuality();
   }
 
   // -- the agent's media ---------------------------------------------------------------------
@@ -665,9 +671,42 @@
 
   function onData(message) {
     const payload = message.payload;
+    // Quality notes come from the server itself (never from a participant), about this customer.
+    if (message.from_participant_id == null && ["quality.alert", "quality.tier"].includes(message.topic)) {
+      onQuality(message.topic, payload);
+      return;
+    }
     if (message.topic === "material") showMaterial(payload);
     else if (message.topic === "pointer") showPointer(payload);
     else if (message.topic === "confirm_request") openConfirmation(payload);
+  }
+
+  // A weak link: a gentle word while the alert lasts; video paused for this customer (the
+  // server sends it audio only): said so, until the video comes back.
+  function onQuality(topic, payload) {
+    if (!payload || typeof payload !== "object" || payload.participant_id !== client.participantId) return;
+    const before = { network: state.qualityAlerts.size > 0, audioOnly: state.audioOnly };
+    if (topic === "quality.alert" && payload.alert_id) {
+      if (payload.state === "cleared") state.qualityAlerts.delete(payload.alert_id);
+      else state.qualityAlerts.set(payload.alert_id, payload.kind);
+    } else if (topic === "quality.tier" && payload.to) {
+      state.audioOnly = payload.to === "audio_only";
+    }
+    renderQualityNotices();
+    if (!before.network && state.qualityAlerts.size > 0) speak(t("networkWeak"));
+    if (!before.audioOnly && state.audioOnly) speak(t("audioOnly"));
+  }
+
+  function renderQualityNotices() {
+    const inCall = ["waiting", "call"].includes(state.phase);
+    ui.networkNotice.hidden = !(inCall && state.qualityAlerts.size > 0);
+    ui.audioOnlyNotice.hidden = !(inCall && state.audioOnly);
+  }
+
+  function resetQuality() {
+    state.qualityAlerts.clear();
+    state.audioOnly = false;
+    renderQualityNotices();
   }
 
   function safeUrl(url) {
@@ -877,6 +916,12 @@
       confirmation: state.confirmation
         ? { requestId: state.confirmation.request.request_id, state: state.confirmation.state }
         : null,
+      quality: {
+        alerts: [...state.qualityAlerts.entries()].map(([alertId, kind]) => ({ alert_id: alertId, kind })),
+        audioOnly: state.audioOnly,
+        networkNotice: !ui.networkNotice.hidden,
+        audioOnlyNotice: !ui.audioOnlyNotice.hidden,
+      },
     };
   }
 

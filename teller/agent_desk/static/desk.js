@@ -52,6 +52,11 @@
       callDisconnected: "未连接到通话。", reconnecting: "正在重新连接通话…", videoMissing: "客户的视频未能恢复。",
       inCall: "通话中。", connectionLost: "与通话的连接已断开。", noMedia: "没有摄像头或麦克风：客户将看不到也听不到您。",
       connecting: "正在连接客户…", cannotShow: "无法显示对方画面：{error}",
+      qualityTitle: "通话质量", qualityAlerts: "质量告警", q_who: "对象", q_level: "质量", q_loss: "丢包", q_rtt: "往返时延",
+      q_video: "上行视频", q_receives: "接收档位", q_you: "我", q_customer: "客户", q_waiting: "正在等待质量数据…",
+      myTier: "我接收：{tier}",
+      lossTitle: "上行 {up} · 下行 {down}", summaryItem: "{who}：{level}", frozen: "卡住 {s} 秒",
+      whose_self: "您的", severity_warning: "注意", severity_critical: "严重", alertLine: "【{severity}】{message}",
       step_risk_prompt: "风险提示", step_identity_check: "身份核验", step_transaction_confirmation: "交易确认",
       step_signature: "客户签名", step_anti_fraud_reminder: "反诈提醒",
     },
@@ -90,9 +95,14 @@
       callDisconnected: "Not connected to the call.", reconnecting: "Reconnecting to the call…", videoMissing: "The customer's video did not come back.",
       inCall: "In the call.", connectionLost: "The connection to the call was lost.", noMedia: "No camera or microphone: the customer will not see or hear you.",
       connecting: "Connecting to the customer…", cannotShow: "Cannot show the other side: {error}",
+      qualityTitle: "Call quality", qualityAlerts: "Quality alerts", q_who: "Who", q_level: "Quality", q_loss: "Loss", q_rtt: "Round trip",
+      q_video: "Video sent", q_receives: "Receives", q_you: "You", q_customer: "Customer", q_waiting: "Waiting for quality figures…",
+      myTier: "You receive: {tier}",
+      lossTitle: "up {up} · down {down}", summaryItem: "{who}: {level}", frozen: "frozen {s} s",
+      whose_self: "Your", severity_warning: "Warning", severity_critical: "Critical", alertLine: "{severity}: {message}",
     },
   };
-  const texts = TellerPage.texts(STRINGS, params.get("lang"));
+  const texts = TellerPage.texts(TellerPage.withQuality(STRINGS), params.get("lang"));
   const { t } = texts;
   const stateName = (s) => t(`state_${s}`) === `state_${s}` ? s : t(`state_${s}`);
 
@@ -117,7 +127,12 @@
     material: null,
     uploaded: [], // pages of uploaded PDFs and images, pushable as "image" material
     pollTimer: null,
+    quality: newQuality(), // the live figures and alerts the server sends staff (see "live quality")
   };
+
+  function newQuality() {
+    return { stats: null, updates: 0, alerts: new Map() }; // alerts: alert_id -> the raised alert
+  }
 
   const SLIDES = () => {
     const b = state.business;
@@ -134,6 +149,7 @@
   function applyLanguage() {
     texts.apply();
     renderConfirmStatus();
+    renderQuality();
     // The default "what" of a confirmation follows the language until the agent types one.
     const what = $("confirm-what");
     if (Object.values(STRINGS).some((strings) => strings.defaultWhat === what.value)) what.value = t("defaultWhat");
@@ -556,7 +572,10 @@
 
   client
     .on("participant_joined", (m) => { if (m.participant.tracks?.length) scheduleSync(m.participant.participant_id); })
-    .on("participant_left", (m) => dropSubscription(m.participant_id, false))
+    .on("participant_left", (m) => {
+      dropSubscription(m.participant_id, false);
+      forgetQuality(m.participant_id);
+    })
     .on("track_published", (m) => scheduleSync(m.participant_id))
     .on("track_unpublished", (m) => scheduleSync(m.participant_id))
     .on("transport_closed", ({ subscription }) => {
@@ -564,7 +583,11 @@
         dropSubscription(subscription.participantId, false);
       }
     })
-    .on("data", (m) => { if (m.topic === "confirm_done") onConfirmDone(m.payload); })
+    .on("data", (m) => {
+      if (m.topic === "confirm_done") onConfirmDone(m.payload);
+      // Quality comes from the server itself, never from a participant.
+      else if (m.from_participant_id == null && typeof m.topic === "string" && m.topic.startsWith("quality.")) onQuality(m.topic, m.payload);
+    })
     .on("error", (m) => { if (m.code !== "transport_not_found") setStatus(m.message, true); })
     .on("reconnecting", () => setStatus(t("reconnecting")))
     .on("resumed", () => {
@@ -669,6 +692,176 @@
     $("local-video").srcObject = null;
     state.pointing = false;
     $("point").setAttribute("aria-pressed", "false");
+    state.quality = newQuality();
+    renderQuality();
+  }
+
+  // -- live quality ------------------------------------------------------------------------
+  //
+  // The server (from_participant_id null) sends staff in the room `quality.stats` every
+  // 2 s (everyone's level, MOS, loss, round trip, video and the tier each receives),
+  // `quality.alert` the moment an alert is raised, escalated or cleared, and
+  // `quality.tier` when someone's received video moves to another rung (docs/quality.md).
+
+  function onQuality(topic, payload) {
+    if (!payload || typeof payload !== "object" || !state.inRoom) return;
+    const q = state.quality;
+    if (topic === "quality.stats" && Array.isArray(payload.participants)) {
+      q.stats = payload;
+      q.updates += 1;
+      // Someone who left takes their alerts along: no "cleared" comes for them.
+      const present = new Set(payload.participants.map((p) => p.participant_id));
+      for (const [id, alert] of q.alerts) if (!present.has(alert.participant_id)) q.alerts.delete(id);
+    } else if (topic === "quality.alert" && payload.alert_id) {
+      if (payload.state === "cleared") q.alerts.delete(payload.alert_id);
+      else q.alerts.set(payload.alert_id, payload);
+    } else if (topic === "quality.tier" && payload.participant_id && payload.to) {
+      const figures = q.stats?.participants.find((p) => p.participant_id === payload.participant_id);
+      if (figures) figures.tier = payload.to; // the next quality.stats says the same
+    } else {
+      return;
+    }
+    renderQuality();
+  }
+
+  function forgetQuality(participantId) {
+    const q = state.quality;
+    for (const [id, alert] of q.alerts) if (alert.participant_id === participantId) q.alerts.delete(id);
+    if (q.stats) q.stats.participants = q.stats.participants.filter((p) => p.participant_id !== participantId);
+    renderQuality();
+  }
+
+  const isSelf = (participantId) => Boolean(participantId) && participantId === client.participantId;
+
+  function qualityWho(p) {
+    if (isSelf(p.participant_id)) return t("q_you");
+    if (p.role === "customer") return t("q_customer");
+    const info = client.participants.get(p.participant_id);
+    return info?.name || p.name || info?.identity || p.identity || t("guest");
+  }
+
+  // The customer first, then this agent, then anyone else the desk knows of (a hidden
+  // supervisor who only watches is not listed to the desk, so not here either).
+  function qualityRows() {
+    const all = state.quality.stats?.participants || [];
+    const rank = (p) => (p.role === "customer" ? 0 : isSelf(p.participant_id) ? 1 : 2);
+    return all
+      .filter((p) => p.role === "customer" || isSelf(p.participant_id) || client.participants.has(p.participant_id))
+      .sort((a, b) => rank(a) - rank(b));
+  }
+
+  const levelText = (level) => t(`level_${["good", "fair", "poor"].includes(level) ? level : "unknown"}`);
+  const tierText = (tier) => texts.tOr(`tier_${tier}`, String(tier || "").replaceAll("_", " "));
+  const percentText = (fraction) => (typeof fraction === "number" ? `${(fraction * 100).toFixed(1)}%` : "—");
+
+  function cell(field, ...children) {
+    const td = document.createElement("td");
+    td.dataset.field = field;
+    td.append(...children);
+    return td;
+  }
+
+  function levelBadge(level) {
+    const badge = document.createElement("span");
+    badge.className = "quality-badge";
+    badge.dataset.level = ["good", "fair", "poor"].includes(level) ? level : "unknown";
+    badge.textContent = levelText(level);
+    return badge;
+  }
+
+  function videoText(p) {
+    if (typeof p.fps !== "number") return "—";
+    const size = p.width && p.height ? ` · ${p.width}×${p.height}` : "";
+    const frozen = p.frozen_s >= 1 ? ` · ${t("frozen", { s: Math.round(p.frozen_s) })}` : "";
+    return `${Math.round(p.fps)} fps${size}${frozen}`;
+  }
+
+  function renderQuality() {
+    const q = state.quality;
+    const rows = qualityRows();
+    const panel = $("quality");
+    panel.dataset.state = q.stats ? "live" : "waiting";
+    panel.dataset.updates = String(q.updates);
+    $("quality-table").tBodies[0].replaceChildren(...rows.map((p) => {
+      const tr = document.createElement("tr");
+      tr.dataset.participantId = p.participant_id;
+      tr.dataset.role = p.role || "";
+      tr.dataset.level = p.level || "unknown";
+      if (isSelf(p.participant_id)) tr.dataset.self = "true";
+      const loss = cell("loss", percentText(p.loss));
+      loss.title = t("lossTitle", { up: percentText(p.loss_up), down: percentText(p.loss_down) });
+      tr.append(
+        cell("who", qualityWho(p)),
+        cell("level", levelBadge(p.level)),
+        cell("mos", typeof p.mos === "number" ? p.mos.toFixed(1) : "—"),
+        loss,
+        cell("rtt", typeof p.rtt_ms === "number" ? `${Math.round(p.rtt_ms)} ms` : "—"),
+        cell("video", videoText(p)),
+        cell("tier", tierText(p.tier)),
+      );
+      tr.lastChild.dataset.tier = p.tier || "";
+      return tr;
+    }));
+    // The live region says only the levels, so a screen reader hears a change, not every tick.
+    const summary = q.stats
+      ? rows.filter((p) => p.role === "customer" || isSelf(p.participant_id))
+        .map((p) => t("summaryItem", { who: qualityWho(p), level: levelText(p.level) })).join(" · ")
+      : t("q_waiting");
+    if ($("quality-summary").textContent !== summary) $("quality-summary").textContent = summary;
+    const mine = rows.find((p) => isSelf(p.participant_id));
+    $("quality-my-tier").dataset.tier = mine?.tier || "";
+    $("quality-my-tier").textContent = mine?.tier ? t("myTier", { tier: tierText(mine.tier) }) : "";
+    renderQualityAlerts();
+  }
+
+  function alertText(alert) {
+    const kind = String(alert.kind || "");
+    if (!texts.tOr(`alert_${kind}`, null)) return String(alert.message || kind);
+    let whose;
+    if (isSelf(alert.participant_id)) whose = t("whose_self");
+    else if (alert.role === "customer") whose = t("whose_customer");
+    else {
+      const info = client.participants.get(alert.participant_id);
+      whose = t("whose_other", { name: info?.name || alert.identity || t("guest") });
+    }
+    const v = alert.values || {};
+    const round = (x, digits = 0) => (typeof x === "number" ? x.toFixed(digits) : "–");
+    return t(`alert_${kind}`, {
+      whose, rtt: round(v.rtt_ms), jitter: round(v.jitter_ms), mos: round(v.mos, 1), frozen: round(v.frozen_s), fps: round(v.fps),
+    });
+  }
+
+  // One banner per alert, kept in place while it lasts (role="alert": announced once, and
+  // again only when its words change: an escalation or a language switch).
+  function renderQualityAlerts() {
+    const box = $("quality-alerts");
+    const alerts = [...state.quality.alerts.values()].sort((a, b) => (b.severity === "critical") - (a.severity === "critical"));
+    const existing = new Map([...box.children].map((node) => [node.dataset.alertId, node]));
+    const nodes = alerts.map((alert) => {
+      let node = existing.get(alert.alert_id);
+      if (!node) {
+        node = document.createElement("div");
+        node.className = "quality-alert";
+        node.setAttribute("role", "alert");
+        node.dataset.alertId = alert.alert_id;
+      }
+      node.dataset.kind = alert.kind || "";
+      node.dataset.severity = alert.severity === "critical" ? "critical" : "warning";
+      node.dataset.participantId = alert.participant_id || "";
+      node.dataset.role = alert.role || "";
+      node.dataset.suggestion = alert.suggestion || "";
+      const text = t("alertLine", { severity: t(`severity_${node.dataset.severity}`), message: alertText(alert) });
+      if (node.dataset.text !== text) {
+        node.dataset.text = text;
+        const message = document.createElement("span");
+        message.className = "alert-message";
+        message.textContent = text;
+        node.replaceChildren(message);
+      }
+      return node;
+    });
+    for (const [id, node] of existing) if (!state.quality.alerts.has(id)) node.remove();
+    nodes.forEach((node, i) => { if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null); });
   }
 
   // -- test hook -------------------------------------------------------------------------
@@ -691,6 +884,16 @@
       callState: state.callState,
       decodedFrames,
       lastConfirmation: state.lastConfirmation,
+      quality: {
+        updates: state.quality.updates,
+        participants: qualityRows().map((p) => ({
+          participant_id: p.participant_id, role: p.role, self: isSelf(p.participant_id), level: p.level, mos: p.mos,
+          loss: p.loss, loss_up: p.loss_up, loss_down: p.loss_down, rtt_ms: p.rtt_ms, fps: p.fps ?? null, tier: p.tier,
+        })),
+        alerts: [...state.quality.alerts.values()].map((a) => ({
+          alert_id: a.alert_id, kind: a.kind, severity: a.severity, role: a.role, participant_id: a.participant_id,
+        })),
+      },
     };
   }
 

@@ -60,6 +60,11 @@
       ev_screen_share_stopped: "停止共享屏幕", ev_material_pushed: "推送资料", ev_call_confirmation_requested: "请求确认",
       ev_call_confirmation_answered: "确认结果", ev_confirmation_requested: "请求确认", ev_confirmation_answered: "确认结果", ev_identity_check: "身份核验", ev_prompt_played: "播放提示", ev_call_transferred: "转接",
       ev_call_barge: "主管强插", ev_call_whisper: "主管耳语", ev_call_monitor: "主管监听", ev_quality_alert: "质量告警", ev_snapshot: "快照",
+      ev_tier_changed: "视频档位变化", ev_quality_summary: "质量小结", kind_quality: "通话质量",
+      quality: "通话质量", q_participant: "参与者", q_mos: "MOS 平均 / 最低", q_lossUp: "上行丢包 平均 / 最高",
+      q_lossDown: "下行丢包 平均 / 最高", q_rtt: "平均往返时延", q_freezes: "卡顿", q_level: "总体质量", q_mosMin: "最低 MOS",
+      q_alertsRaised: "质量告警", q_tierChanges: "档位变化", freezesValue: "{n} 次（{s} 秒）", cleared: "已解除", tierChange: "{who}：{from} → {to}", summaryText: "{who}：MOS 平均 {mos}",
+      who_customer: "客户", who_agent: "坐席", cannotQuality: "无法加载通话质量：{error}",
     },
     en: {
       htmlLang: "en", title: "Teller compliance replay", language: "Language", sections: "Sections", yourName: "Your name", role: "Role",
@@ -97,9 +102,14 @@
       ev_call_confirmation_answered: "confirmation answered", ev_confirmation_requested: "confirmation requested", ev_confirmation_answered: "confirmation answered",
       ev_identity_check: "identity check", ev_prompt_played: "prompt played", ev_call_transferred: "transferred",
       ev_call_barge: "supervisor barged in", ev_call_whisper: "supervisor whispered", ev_call_monitor: "supervisor monitored", ev_quality_alert: "quality alert", ev_snapshot: "snapshot",
+      ev_tier_changed: "video tier changed", ev_quality_summary: "quality summary", kind_quality: "call quality",
+      quality: "Call quality", q_participant: "Participant", q_mos: "MOS avg / min", q_lossUp: "Loss up avg / max",
+      q_lossDown: "Loss down avg / max", q_rtt: "RTT avg", q_freezes: "Freezes", q_level: "Overall", q_mosMin: "Worst MOS",
+      q_alertsRaised: "Quality alerts", q_tierChanges: "Tier changes", freezesValue: "{n} ({s} s)", cleared: "cleared", tierChange: "{who}: {from} → {to}", summaryText: "{who}: MOS avg {mos}",
+      who_customer: "customer", who_agent: "agent", cannotQuality: "Cannot load the call quality: {error}",
     },
   };
-  const texts = TellerPage.texts(STRINGS, params.get("lang"));
+  const texts = TellerPage.texts(TellerPage.withQuality(STRINGS), params.get("lang"));
   const { t, tOr } = texts;
 
   const state = {
@@ -356,15 +366,17 @@
       session: body.session, files, evaluations: body.evaluations || [], manifest_ok: body.manifest_ok ?? null,
       // shown: the seq of the evidence on show (undefined: the panel still shows another session's).
       events: [], cues: [], source: null, offset: 0, pendingSeek: null, shown: undefined,
+      quality: null, // quality.json, when the session has one
     };
     $("search-view").hidden = true;
     $("detail").hidden = false;
     renderDetail();
     renderTimeline();
     renderTranscript();
+    renderQuality();
     chooseSource();
     setStatus(t("opened", { sid }));
-    await Promise.all([loadTimeline(sid), loadTranscript(sid)]);
+    await Promise.all([loadTimeline(sid), loadTranscript(sid), loadQuality(sid)]);
     if (evaluate) {
       $("evaluation-panel").scrollIntoView({ block: "start" });
       $("score-greeting").focus();
@@ -422,6 +434,99 @@
       if (error.status !== 404) failed(error, "cannotOpen");
     }
     renderTranscript();
+  }
+
+  // quality.json (the finaliser writes it from the session's quality events), through
+  // /quality so that reading it is audited as a view, not a play; shown only when the
+  // file list has it.
+  async function loadQuality(sid) {
+    const file = (state.detail?.files || []).find((f) => f.kind === "quality" || f.name === "quality.json");
+    if (!file) return;
+    try {
+      const body = await api("GET", `${sessionPath(sid)}/quality`);
+      if (state.detail?.session.session_id !== sid) return;
+      state.detail.quality = body && typeof body === "object" ? body : null;
+    } catch (error) {
+      if (state.detail?.session.session_id !== sid) return;
+      state.detail.quality = null;
+      if (error.status !== 404) failed(error, "cannotQuality");
+    }
+    renderQuality();
+    renderTimeline(); // names in the quality events come from it too
+  }
+
+  const LEVELS = ["good", "fair", "poor"];
+  const pct = (x) => (typeof x === "number" ? `${(x * 100).toFixed(1)}%` : t("unknown"));
+  const fixed = (x, digits = 1) => (typeof x === "number" ? x.toFixed(digits) : t("unknown"));
+
+  function levelBadge(level) {
+    const known = LEVELS.includes(level) ? level : "unknown";
+    return el("span", { class: "quality-badge", "data-level": known }, known === "unknown" ? t("unknown") : t(`level_${known}`));
+  }
+
+  // Who someone in the session was: from quality.json, else from the timeline's joins.
+  function participantInfo(participantId) {
+    const d = state.detail;
+    const fromQuality = d?.quality?.participants?.find((p) => p.participant_id === participantId);
+    if (fromQuality) return fromQuality;
+    const joined = d?.events.find((ev) => ev.type === "participant_joined" && ev.participant_id === participantId);
+    return joined ? { ...(joined.participant || {}), ...joined } : null;
+  }
+
+  function personName(p) {
+    if (!p) return t("unknown");
+    const name = p.name || p.identity || p.participant_id || t("unknown");
+    return p.role ? `${name} (${tOr(`role_${p.role}`, tOr(`who_${p.role}`, p.role))})` : name;
+  }
+
+  function alertText(alert) {
+    const kind = String(alert.kind || "");
+    if (!tOr(`alert_${kind}`, null)) return String(alert.message || kind);
+    const info = participantInfo(alert.participant_id);
+    const whose = alert.role === "customer" ? t("whose_customer") : t("whose_other", { name: info?.name || alert.identity || alert.role || "" });
+    const v = alert.values || {};
+    return t(`alert_${kind}`, {
+      whose, rtt: fixed(v.rtt_ms, 0), jitter: fixed(v.jitter_ms, 0), mos: fixed(v.mos, 1), frozen: fixed(v.frozen_s, 0), fps: fixed(v.fps, 0),
+    });
+  }
+
+  const tierName = (tier) => tOr(`tier_${tier}`, String(tier || t("unknown")).replace(/_/g, " "));
+
+  function renderQuality() {
+    const d = state.detail;
+    const q = d?.quality;
+    $("quality-panel").hidden = !q;
+    if (!q) {
+      $("quality-summary").replaceChildren();
+      $("quality-participants").tBodies[0].replaceChildren();
+      $("quality-alert-list").replaceChildren();
+      return;
+    }
+    $("quality-panel").dataset.level = LEVELS.includes(q.level) ? q.level : "unknown";
+    const rows = [
+      ["level", "q_level", levelBadge(q.level)],
+      ["mos_min", "q_mosMin", fixed(q.mos_min, 2)],
+      ["alerts_raised", "q_alertsRaised", String(q.alerts_raised ?? 0)],
+      ["tier_changes", "q_tierChanges", String(q.tier_changes ?? 0)],
+    ];
+    $("quality-summary").replaceChildren(...rows.flatMap(([field, key, value]) => [el("dt", {}, t(key)), el("dd", { "data-field": field }, value)]));
+    const order = (p) => (p.role === "customer" ? 0 : p.role === "agent" ? 1 : 2);
+    const people = [...(Array.isArray(q.participants) ? q.participants : [])].sort((a, b) => order(a) - order(b));
+    $("quality-participants").tBodies[0].replaceChildren(...people.map((p) => el("tr", { "data-participant-id": p.participant_id, "data-role": p.role || "" },
+      el("td", { "data-field": "who" }, personName(p)),
+      el("td", { class: "num", "data-field": "mos" }, `${fixed(p.mos_avg, 2)} / ${fixed(p.mos_min, 2)}`),
+      el("td", { class: "num", "data-field": "loss_up" }, `${pct(p.loss_up_avg)} / ${pct(p.loss_up_max)}`),
+      el("td", { class: "num", "data-field": "loss_down" }, `${pct(p.loss_down_avg)} / ${pct(p.loss_down_max)}`),
+      el("td", { class: "num", "data-field": "rtt" }, typeof p.rtt_avg_ms === "number" ? `${Math.round(p.rtt_avg_ms)} ms` : t("unknown")),
+      el("td", { class: "num", "data-field": "freezes" }, t("freezesValue", { n: p.freezes ?? 0, s: fixed(p.freeze_s ?? 0, 1) })))));
+    const raised = (Array.isArray(q.alerts) ? q.alerts : []).filter((a) => a.state === "raised");
+    $("quality-alert-list").replaceChildren(...raised.map((a) => {
+      const at = typeof a.t === "number" ? a.t : null;
+      const item = el("li", { "data-kind": a.kind || "", "data-severity": a.severity || "", "data-alert-id": a.alert_id || "" },
+        at !== null ? el("button", { type: "button", class: "alert-at" }, clock(at)) : null, alertText(a));
+      if (at !== null) item.firstChild.addEventListener("click", () => seekTo(at));
+      return item;
+    }));
   }
 
   function renderDetail() {
@@ -557,10 +662,21 @@
   }
 
   function eventText(ev) {
+    if (ev.type === "quality_alert") {
+      return `${eventName(ev)} — ${alertText(ev)}${ev.state === "cleared" ? ` (${t("cleared")})` : ""}`;
+    }
+    if (ev.type === "tier_changed") {
+      return `${eventName(ev)} — ${t("tierChange", { who: personName(participantInfo(ev.participant_id)), from: tierName(ev.from), to: tierName(ev.to) })}`;
+    }
+    if (ev.type === "quality_summary") {
+      return `${eventName(ev)} — ${t("summaryText", { who: personName(ev), mos: fixed(ev.mos_avg, 2) })}`;
+    }
     return ev.label ? `${eventName(ev)} — ${ev.label}` : eventName(ev);
   }
 
   function eventClass(ev) {
+    if (ev.type === "quality_alert") return ev.state === "cleared" ? "alert cleared" : "alert";
+    if (ev.type === "tier_changed") return "quality";
     if (EVIDENCE.has(ev.type)) return "evidence";
     if (ALERTS.has(ev.type)) return "alert";
     if (/barge|whisper|monitor|force/.test(String(ev.type))) return "supervisor";
@@ -849,6 +965,7 @@
     renderSpot();
     if (state.detail) {
       renderDetail();
+      renderQuality();
       const keep = sessionTime();
       for (const option of $("source").options) {
         const file = state.detail.files.find((f) => f.name === option.value);

@@ -14,6 +14,8 @@
 //                                   [data-i18n-label] (aria-label), [data-i18n-placeholder]
 //                                   and [data-lang] (aria-pressed) node.
 //     texts.keepInUrl()             put the language in the address (?lang=), for a reload.
+//   TellerPage.withQuality(STRINGS)   STRINGS plus the texts of quality alerts, levels and
+//                                   tiers (the page's own keys win).
 //   const api = TellerPage.api({ token, text })
 //     token()                       the bearer token to send (null: none).
 //     text(key, vars)               the page's wording: "unreachable", "refused" {status}.
@@ -84,5 +86,53 @@
     };
   }
 
-  window.TellerPage = { PageError, texts, api };
+
+  // What the quality messages say (docs/quality.md), the same on every page that shows them.
+  const QUALITY_TEXTS = {
+    zh: {
+      alert_audio_poor: "{whose}声音可能断续（MOS {mos}）：请对方复述关键信息",
+      alert_high_jitter: "{whose}网络不稳定（抖动 {jitter} 毫秒）",
+      alert_high_latency: "{whose}网络延迟较高（往返 {rtt} 毫秒）：请在对话间稍作停顿",
+      alert_network_poor: "{whose}网络较差：建议改为纯语音",
+      alert_video_frozen: "{whose}画面已卡住（{frozen} 秒）：建议改为纯语音",
+      alert_video_poor: "{whose}画面卡顿（{fps} 帧/秒）",
+      level_fair: "一般",
+      level_good: "良好",
+      level_poor: "较差",
+      level_unknown: "—",
+      whose_customer: "客户",
+      whose_other: "{name}的",
+      tier_audio_only: "仅语音",
+      tier_full: "原画",
+      tier_low: "低清",
+      tier_medium: "中清",
+    },
+    en: {
+      alert_audio_poor: "{whose} voice may break up (MOS {mos}): ask them to repeat key facts",
+      alert_high_jitter: "{whose} connection is unsteady (jitter {jitter} ms)",
+      alert_high_latency: "{whose} connection is slow (round trip {rtt} ms): pause between turns",
+      alert_network_poor: "{whose} network is poor: suggest audio only",
+      alert_video_frozen: "{whose} picture is frozen ({frozen} s): suggest audio only",
+      alert_video_poor: "{whose} picture is choppy ({fps} fps)",
+      level_fair: "fair",
+      level_good: "good",
+      level_poor: "poor",
+      level_unknown: "—",
+      whose_customer: "Customer's",
+      whose_other: "{name}'s",
+      tier_audio_only: "audio only",
+      tier_full: "full",
+      tier_low: "low",
+      tier_medium: "medium",
+    },
+  };
+
+  // `strings` with the quality texts added; a page's own key of the same name wins.
+  function withQuality(strings) {
+    const out = {};
+    for (const lang of Object.keys(strings)) out[lang] = { ...(QUALITY_TEXTS[lang] || QUALITY_TEXTS.en), ...strings[lang] };
+    return out;
+  }
+
+  window.TellerPage = { PageError, texts, api, withQuality };
 })();

@@ -45,6 +45,7 @@
       noMic: "此页面无法使用麦克风：必须通过 https 打开。", cannotWhisper: "无法耳语：{error}", cannotBarge: "无法强插：{error}",
       cannotStats: "无法加载统计：{error}", downloaded: "已下载 {name}。", cannotDownload: "无法下载 CSV：{error}",
       role_customer: "客户", role_agent: "坐席", role_supervisor: "主管",
+      quality: "质量", qualityLabel: "通话质量：{level}", worstMos: "最低 MOS {mos}", alertCount: "{n} 条质量告警：{list}",
       skill_cards: "信用卡", skill_loans: "贷款", skill_payments: "支付结算", skill_pensions: "养老金", skill_service: "综合服务", skill_wealth: "财富管理",
     },
     en: {
@@ -74,9 +75,10 @@
       noMic: "This page cannot use the microphone: it must be opened over https.", cannotWhisper: "Cannot whisper: {error}", cannotBarge: "Cannot barge in: {error}",
       cannotStats: "Cannot load the statistics: {error}", downloaded: "Downloaded {name}.", cannotDownload: "Cannot download the CSV: {error}",
       role_customer: "customer", role_agent: "agent", role_supervisor: "supervisor",
+      quality: "Quality", qualityLabel: "Call quality: {level}", worstMos: "worst MOS {mos}", alertCount: "{n} quality alert(s): {list}",
     },
   };
-  const texts = TellerPage.texts(STRINGS, params.get("lang"));
+  const texts = TellerPage.texts(TellerPage.withQuality(STRINGS), params.get("lang"));
   const { t, tOr } = texts;
   const state = { token: params.get("token") || null, queues: {}, agents: [], live: [], waiting: [], stats: [], businesses: new Map(), timer: null };
   // The call being supervised (null when none): see "Supervision" below.
@@ -138,16 +140,68 @@
     return agent?.name || id || "—";
   }
 
+  // -- Live quality (GET /v1/calls: `quality` on a connected call, docs/quality.md) ---------
+
+  const LEVEL_RANK = { poor: 0, fair: 1, good: 2 };
+  const levelOf = (call) => (call.quality && call.quality.level in LEVEL_RANK ? call.quality.level : "unknown");
+
+  function alertText(alert) {
+    const kind = String(alert.kind || "");
+    if (!tOr(`alert_${kind}`, null)) return String(alert.message || kind);
+    const participant = (alert.participant_id && alert.quality_participants?.find((p) => p.participant_id === alert.participant_id)) || null;
+    const whose = alert.role === "customer" ? t("whose_customer")
+      : t("whose_other", { name: participant?.name || alert.identity || tOr(`role_${alert.role}`, alert.role || "") });
+    const v = alert.values || {};
+    const round = (x, digits = 0) => (typeof x === "number" ? x.toFixed(digits) : "–");
+    return t(`alert_${kind}`, {
+      whose, rtt: round(v.rtt_ms), jitter: round(v.jitter_ms), mos: round(v.mos, 1), frozen: round(v.frozen_s), fps: round(v.fps),
+    });
+  }
+
+  // The level badge, the worst MOS, and the alerts now raised: a count whose title (and
+  // accessible name) lists them, and the list itself under a poor session.
+  function qualityCell(call) {
+    const q = call.quality;
+    const level = levelOf(call);
+    const cell = el("td", { class: "quality", "data-column": "quality", "data-level": level });
+    if (!q) {
+      cell.append(el("span", { class: "quality-badge", "data-level": "unknown", "aria-label": t("qualityLabel", { level: t("level_unknown") }) }, t("level_unknown")));
+      return cell;
+    }
+    cell.append(el("span", { class: "quality-badge", "data-level": level, "aria-label": t("qualityLabel", { level: t(`level_${level}`) }) }, t(`level_${level}`)));
+    if (typeof q.mos_min === "number") cell.append(el("span", { class: "mos", title: t("worstMos", { mos: q.mos_min.toFixed(1) }) }, `MOS ${q.mos_min.toFixed(1)}`));
+    const alerts = Array.isArray(q.alerts) ? q.alerts : [];
+    if (alerts.length) {
+      const messages = alerts.map((a) => alertText({ ...a, quality_participants: q.participants }));
+      const label = t("alertCount", { n: alerts.length, list: messages.join("; ") });
+      cell.append(el("span", {
+        class: "alert-count", tabindex: "0", role: "img", title: messages.join("\n"), "aria-label": label,
+        "data-count": String(alerts.length), "data-severity": alerts.some((a) => a.severity === "critical") ? "critical" : "warning",
+      }, `⚠ ${alerts.length}`));
+      if (level === "poor") cell.append(el("ul", { class: "alert-list" }, ...messages.map((m, i) => el("li", { "data-kind": alerts[i].kind || "" }, m))));
+    }
+    return cell;
+  }
+
+  // Poor sessions first, then fair, then good, then those with no figures yet; the rest as listed.
+  function byQuality(calls) {
+    const rank = (call) => LEVEL_RANK[levelOf(call)] ?? 3;
+    return calls.map((call, i) => [call, i]).sort(([a, i], [b, j]) => rank(a) - rank(b) || i - j).map(([call]) => call);
+  }
+
   function renderLive() {
-    const rows = state.live.map((call) => {
+    const rows = byQuality(state.live).map((call) => {
       const end = el("button", { type: "button", class: "danger force-end", "aria-label": t("forceEndLabel", { who: call.customer?.name || t("customerWord") }) }, t("forceEnd"));
       end.addEventListener("click", () => forceEnd(call));
       const later = supervisionButtons(call);
-      return el("tr", { "data-call-id": call.call_id, class: monitor?.callId === call.call_id ? "monitored" : "" },
+      const level = levelOf(call);
+      return el("tr", { "data-call-id": call.call_id, "data-quality-level": level,
+        class: [monitor?.callId === call.call_id ? "monitored" : "", `quality-${level}`].filter(Boolean).join(" ") },
         el("td", {}, businessName(call.business)),
         el("td", {}, call.customer?.name || call.customer?.identity || ""),
         el("td", {}, (call.parties || [call.agent_id]).map(agentName).join(", ")),
         el("td", {}, duration(now() - (call.answered_at || now()))),
+        qualityCell(call),
         el("td", { class: "actions" }, end, ...later));
     });
     $("live").tBodies[0].replaceChildren(...rows);
@@ -628,6 +682,8 @@
       queues: state.queues,
       agents: state.agents.map((a) => ({ agent_id: a.agent_id, state: a.state })),
       live: state.live.map((c) => c.call_id),
+      quality: Object.fromEntries(state.live.map((c) => [c.call_id, c.quality
+        ? { level: c.quality.level, mos_min: c.quality.mos_min, alerts: (c.quality.alerts || []).map((a) => a.kind) } : null])),
       statistics: { by: state.statsBy, rows: state.stats },
       monitor: await monitorStats(),
     }),

@@ -66,6 +66,10 @@ class FrameStream(Generic[T]):
         except asyncio.QueueFull:
             self.dropped += 1
 
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
     def close(self) -> None:
         if self.closed:
             return

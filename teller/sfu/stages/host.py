@@ -31,6 +31,8 @@ class UnknownStage(ValueError):
 class _Attached:
     tap: TrackTap
     runs: list[tuple[FrameStream[Any], asyncio.Task[None]]] = field(default_factory=list)
+    # Streams handed out by open_decoded.
+    extra: list[FrameStream[Any]] = field(default_factory=list)
 
 
 class StageHost:
@@ -65,6 +67,28 @@ class StageHost:
                 task = asyncio.create_task(self._run(stage_cls(), ctx, stream), name=f"stage:{stage_cls.name}")
             attached.runs.append((stream, task))
 
+    def open_decoded(self, publication: Publication) -> FrameStream[Any]:
+        """Decoded frames of `publication` for a consumer outside the stages (a tier
+        encoder), from the same tap and decoder the stages use: one decode per track."""
+        attached = self._attached.get(publication.id)
+        if attached is None:
+            attached = self._attached[publication.id] = _Attached(TrackTap(publication))
+        stream: FrameStream[Any] = FrameStream(maxsize=4)
+        attached.tap.add(stream, decoded=True)
+        attached.extra.append(stream)
+        return stream
+
+    def close_decoded(self, publication: Publication, stream: FrameStream[Any]) -> None:
+        attached = self._attached.get(publication.id)
+        stream.close()
+        if attached is None:
+            return
+        attached.tap.remove(stream)
+        if stream in attached.extra:
+            attached.extra.remove(stream)
+        if not attached.runs and not attached.extra:
+            self.publication_removed(None, publication)
+
     @staticmethod
     def _send(room: Room, topic: str, payload: Any) -> None:
         if not room.closed:
@@ -79,7 +103,7 @@ class StageHost:
         except Exception:
             log.exception("stage failed", extra={"stage": stage.name, "track_id": ctx.track["track_id"]})
 
-    def publication_removed(self, room: Room, publication: Publication) -> None:
+    def publication_removed(self, room: Room | None, publication: Publication) -> None:
         attached = self._attached.pop(publication.id, None)
         if attached is not None:
             task = asyncio.create_task(self._detach(attached))
@@ -100,6 +124,19 @@ class StageHost:
             "enabled": [s.name for s in self._stages],
             "taps": len(self._attached),
             "frames_dropped": sum(s.dropped for a in self._attached.values() for s, _ in a.runs),
+            "queues": [
+                {
+                    "track_id": track_id,
+                    "packet_queue": a.tap.queue_depth,
+                    "packet_drops": a.tap.packet_drops,
+                    "decode_errors": a.tap.decode_errors,
+                    "consumers": [
+                        {"depth": s.depth, "delivered": s.delivered, "dropped": s.dropped}
+                        for s in [s for s, _ in a.runs] + a.extra
+                    ],
+                }
+                for track_id, a in self._attached.items()
+            ],
         }
 
     async def close(self) -> None:

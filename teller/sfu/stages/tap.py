@@ -45,6 +45,10 @@ class TrackTap:
         publication.add_tap(self._on_packet)
 
     @property
+    def queue_depth(self) -> int:
+        return self._packets.qsize()
+
+    @property
     def consumers(self) -> int:
         return len(self._encoded) + len(self._decoded)
 

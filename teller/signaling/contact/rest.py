@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import BadRequest, Forbidden, PayloadTooLarge
+from ...quality.service import live_quality
 from ...state import Record
 from ..auth import authenticate
 from ..keys import CONFIG, ISSUER
@@ -131,9 +132,15 @@ async def end_call(request: web.Request) -> web.Response:
 async def list_calls(request: web.Request) -> web.Response:
     _supervisor(request)
     state = request.query.get("state")
-    calls = await _router(request).store.list_docs("call")
+    router = _router(request)
+    calls = await router.store.list_docs("call")
     if state:
         calls = [c for c in calls if c["state"] == state]
+    quality = await live_quality(router.store)
+    for call in calls:  # the supervisors' live list shows each session's quality beside it
+        doc = quality.get(call.get("room") or "")
+        if doc is not None and call.get("state") == "connected":
+            call["quality"] = {k: doc[k] for k in ("level", "mos_min", "alerts", "participants", "updated_at")}
     return web.json_response({"calls": calls})
 
 

@@ -1,0 +1,1 @@
+"""Live quality: statistics, scores, alerts, reports."""
