@@ -66,6 +66,8 @@ class LocalCluster:
             "storage": {"data_dir": str(tmp_path / "data")},
             "cluster": {"heartbeat_interval_s": 0.5, "node_ttl_s": 2.0, "reaper_interval_s": 0.25, "drain_timeout_s": 10},
             "log": {"level": "INFO"},
+            "stages": {"enabled": []},
+            "speech": {"prompt_on_answer": False},
         }
         for key, values in sections.items():
             config.setdefault(key, {}).update(values)

@@ -67,8 +67,10 @@ def test_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "auth": {"secret": SECRET},
         "server": {"host": "127.0.0.1", "port": 0},
         "log": {"level": "WARNING"},
-        # Tests that are about recording turn it on; the rest stay light.
+        # Tests that are about recording or speech turn them on; the rest stay light.
         "recording": {"enabled": False},
+        "stages": {"enabled": []},
+        "speech": {"prompt_on_answer": False},
     }
     for key, value in sections.items():
         overrides.setdefault(key, {}).update(value)
@@ -112,6 +114,8 @@ def start_process(tmp_path: Path, **sections: dict[str, Any]) -> Server:
         "storage": {"data_dir": str(tmp_path / "data")},
         "log": {"level": "INFO"},
         "recording": {"enabled": False},
+        "stages": {"enabled": []},
+        "speech": {"prompt_on_answer": False},
     }
     for key, value in sections.items():
         config_sections.setdefault(key, {}).update(value)

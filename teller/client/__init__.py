@@ -1,7 +1,13 @@
 """Python client SDK for Teller rooms."""
 
 from .room import ClientError, LocalPublication, RemoteSubscription, RoomClient
-from .sources import FrameQueueTrack, TestPatternTrack, ToneTrack, file_tracks
+from .sources import (
+    FrameQueueTrack,
+    SpeechTrack,
+    TestPatternTrack,
+    ToneTrack,
+    file_tracks,
+)
 
 __all__ = [
     "ClientError",
@@ -9,6 +15,7 @@ __all__ = [
     "LocalPublication",
     "RemoteSubscription",
     "RoomClient",
+    "SpeechTrack",
     "TestPatternTrack",
     "ToneTrack",
     "file_tracks",

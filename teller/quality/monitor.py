@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import QualitySettings
 from ..sfu.participant import STAFF_ROLES
+from ..state.room_docs import RoomDocs
 from .adapt import FULL, Adaptation, TierChange, TierRegistry
 from .alerts import Alert, AlertBook, conditions
 from .report import ParticipantReport
@@ -87,7 +88,7 @@ class QualityMonitor:
         self._up: dict[str, UpSampler] = {}
         self._down: dict[int, DownSampler] = {}
         self._task: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Task[Any]] = set()
+        self._docs = RoomDocs(store, DOC_KIND, node.id, WRITE_TIMEOUT_S) if store is not None else None
         self._last_tick = 0.0
         self.tick_seconds = 0.0  # CPU time of the last tick
         self.cpu_seconds = 0.0  # of every tick so far: what statistics cost this process
@@ -110,10 +111,8 @@ class QualityMonitor:
         self._up.clear()
         self._down.clear()
         self._rooms.clear()
-        for task in self._writes:  # best effort: the store may be closing too
-            task.cancel()
-        if self._writes:
-            await asyncio.wait(list(self._writes), timeout=WRITE_TIMEOUT_S)
+        if self._docs is not None:  # best effort: the store may be closing too
+            await self._docs.close(cancel=True)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -352,19 +351,8 @@ class QualityMonitor:
         }
 
     def _write_doc(self, room: Room) -> None:
-        if self.store is None:
-            return
-        record = self.room_quality(room)
-
-        async def write() -> None:
-            try:
-                await asyncio.wait_for(self.store.update_doc(DOC_KIND, room.name, lambda _old: record), WRITE_TIMEOUT_S)
-            except Exception:
-                log.debug("cannot write the quality doc", exc_info=True)
-
-        task = asyncio.ensure_future(write())
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        if self._docs is not None:
+            self._docs.put(room.name, self.room_quality(room))
 
     # -- the session timeline ------------------------------------------------------------
 
@@ -384,22 +372,8 @@ class QualityMonitor:
                 self.node.timeline(room, "quality_summary", **member.report.summary())
         elif kind in ("room_closed", "room_moved"):
             self._rooms.pop(room.name, None)
-            if self.store is not None:
-                store, name, node_id = self.store, room.name, self.node.id
-
-                def mine_gone(old: dict[str, Any] | None) -> dict[str, Any] | None:
-                    # A room that moved may already have its new node's doc: keep that one.
-                    return None if old is None or old.get("node_id") == node_id else old
-
-                async def forget() -> None:
-                    try:
-                        await asyncio.wait_for(store.update_doc(DOC_KIND, name, mine_gone), WRITE_TIMEOUT_S)
-                    except Exception:
-                        log.debug("cannot remove the quality doc", exc_info=True)
-
-                task = asyncio.ensure_future(forget())
-                self._writes.add(task)
-                task.add_done_callback(self._writes.discard)
+            if self._docs is not None:
+                self._docs.forget(room.name)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -46,6 +46,19 @@ def install_quality(app: web.Application, node: Node, store: StateStore, config:
             out["teller_recording_backlog"] = ("Sessions waiting to be finalised and uploaded.", app[FINALIZER].stats()["queued"])
         if RECORDER in app:
             out["teller_recording_sessions"] = ("Sessions being recorded now.", app[RECORDER].stats()["recording"])
+        from ..speech.service import HUB
+
+        if HUB in app:
+            hub = app[HUB]
+            out["teller_speech_streams"] = ("Microphones being transcribed now.", hub.streams)
+            out["teller_speech_lines"] = ("Final transcript lines since start.", hub.lines)
+            out["teller_speech_risk_hits"] = ("Risk cues raised since start.", hub.risk_hits)
+            engine = hub.engine_stats()
+            if engine is not None:
+                out["teller_asr_partials_skipped"] = ("Partial decodes skipped under load since start.", engine.partials_skipped)
+                out["teller_asr_finals_dropped"] = ("Final decodes dropped (backlog too long) since start.", engine.finals_dropped)
+                out["teller_asr_decode_seconds"] = ("Seconds spent decoding speech since start.", round(engine.decode_s, 3))
+                out["teller_asr_audio_seconds"] = ("Seconds of speech decoded since start.", round(engine.audio_s, 3))
         return out
 
     metrics = Metrics(node, monitor, extra)

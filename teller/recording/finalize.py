@@ -25,6 +25,15 @@ import av
 from .. import logs
 from ..config import Config
 from ..quality.report import build_report as build_quality_report
+from ..speech.transcript import (
+    SEALED_PREFIX,
+    SEALED_TRANSCRIPT,
+    build_transcript,
+    sealed_lines,
+    strip_sealed,
+    to_vtt,
+)
+from ..speech.transcript import public as public_transcript
 from ..state import StateStore, StateUnavailable
 from .composite import Clip, CompositeOptions, build_composite_at_low_priority
 from .index import publish_op
@@ -45,6 +54,8 @@ log = logging.getLogger("teller.recording")
 
 MEDIA_SUFFIXES = (".webm", ".mkv")
 QUALITY_NAME = "quality.json"
+TRANSCRIPT_NAME = "transcript.json"
+TRANSCRIPT_VTT = "transcript.vtt"
 # Timeline event types that raise a search flag on the session.
 FLAG_EVENTS = {
     "quality_alert": "poor_quality",
@@ -66,6 +77,8 @@ def file_kind(name: str) -> str:
         return "timeline"
     if name == QUALITY_NAME:
         return "quality"
+    if name.startswith(SEALED_PREFIX):
+        return "sealed"
     if name.startswith("part-"):
         return "part"
     if name.startswith("transcript"):
@@ -299,10 +312,19 @@ class Finalizer:
         ends = [t["end_wall"] for t in tracks if t.get("end_wall")] + [p["ended_at"] for p in parts if p.get("ended_at")]
         ended_at = max(ends) if ends else started_at
         events = await self._timeline(roots, info, started_at)
-        write_json_atomic(directory / "timeline.json", {"session_id": sid, "started_at": started_at, "events": events})
+        write_json_atomic(directory / "timeline.json",
+                          {"session_id": sid, "started_at": started_at, "events": [strip_sealed(e) for e in events]})
         quality = build_quality_report(sid, events)
         if quality is not None:
             write_json_atomic(directory / QUALITY_NAME, quality)
+        transcript = build_transcript(sid, started_at, events)
+        if transcript is not None:
+            write_json_atomic(directory / TRANSCRIPT_NAME, public_transcript(transcript))
+            (directory / TRANSCRIPT_VTT).write_text(to_vtt(transcript), "utf-8")
+            sealed = sealed_lines(transcript)
+            if sealed:
+                (directory / SEALED_TRANSCRIPT).parent.mkdir(exist_ok=True)
+                write_json_atomic(directory / SEALED_TRANSCRIPT, {"session_id": sid, "lines": sealed})
 
         composite_error = None
         if self.settings.composite and clips and not (directory / "composite.mp4").exists():

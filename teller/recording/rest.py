@@ -33,10 +33,15 @@ from ..signaling.auth import authenticate
 from ..signaling.keys import CONFIG, ISSUER
 from ..signaling.rest import json_body
 from ..signaling.tokens import ANY_ROOM, AccessToken
+from ..speech.seal import Sealer, SealError
+from ..speech.transcript import SEALED_PREFIX, SEALED_TRANSCRIPT, to_vtt
+from ..speech.transcript import public as public_transcript
 from .archive import ARCHIVE, Archive
 from .index import SearchQuery, SessionEntry, publish_op
 from .manifest import MANIFEST_NAME, SESSION_ID, content_type, session_prefix
 from .objects import ObjectNotFound
+
+TRANSCRIPT_NAME = "transcript.json"
 
 routes = web.RouteTableDef()
 
@@ -219,9 +224,62 @@ async def quality(request: web.Request) -> web.Response:
     return await _session_json(request, "quality.json", "quality_not_found", "this recording has no quality report")
 
 
+async def _transcript(request: web.Request, action: str, roles: tuple[str, ...] = ARCHIVE_ROLES,
+                      ) -> tuple[AccessToken, str, dict[str, Any]]:
+    sid = _sid(request)
+    token = await _access(request, action, target=sid, roles=roles)
+    await _entry(request, sid)
+    try:
+        data = json.loads(await _archive(request).objects.get_bytes(session_prefix(sid) + TRANSCRIPT_NAME))
+    except ObjectNotFound as exc:
+        raise NotFound("this recording has no transcript", code="transcript_not_found") from exc
+    return token, sid, data
+
+
 @routes.get("/v1/recordings/{sid}/transcript")
 async def transcript(request: web.Request) -> web.Response:
-    return await _session_json(request, "transcript.json", "transcript_not_found", "this recording has no transcript")
+    """The masked transcript; sealed originals stay on the server."""
+    token, sid, data = await _transcript(request, "view")
+    await _audit(request, token, "view", target=sid, file=TRANSCRIPT_NAME)
+    return web.json_response(public_transcript(data))
+
+
+@routes.get("/v1/recordings/{sid}/transcript.vtt")
+async def transcript_vtt(request: web.Request) -> web.Response:
+    token, sid, data = await _transcript(request, "download")
+    await _audit(request, token, "download", target=sid, file="transcript.vtt")
+    return web.Response(text=to_vtt(data), content_type="text/vtt", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{sid}.vtt"'})
+
+
+@routes.post("/v1/recordings/{sid}/transcript/reveal")
+async def transcript_reveal(request: web.Request) -> web.Response:
+    """Compliance opens the masked personal numbers, with a reason; the audit log keeps both."""
+    sid = _sid(request)
+    token = await _access(request, "reveal", target=sid, roles=("compliance",))
+    body = await json_body(request)
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+        raise BadRequest("a reveal needs a reason (1-500 characters)", code="reason_required", field="reason")
+    _, _, data = await _transcript(request, "reveal", roles=("compliance",))
+    try:
+        sealed = json.loads(await _archive(request).objects.get_bytes(session_prefix(sid) + SEALED_TRANSCRIPT)).get("lines", {})
+    except ObjectNotFound:
+        sealed = {}
+    sealer = Sealer(_archive(request).secret)
+    out = public_transcript(data)
+    revealed = 0
+    for i, line in enumerate(out["lines"]):
+        original = sealed.get(str(i))
+        if original:
+            try:
+                line["revealed"] = sealer.open(original, sid)
+                revealed += 1
+            except SealError:
+                line["revealed_error"] = "sealed_text_invalid"
+    await _audit(request, token, "reveal", target=sid, file=TRANSCRIPT_NAME,
+                 details={"reason": reason.strip(), "lines": revealed})
+    return web.json_response(out)
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -247,6 +305,8 @@ async def file(request: web.Request) -> web.StreamResponse:
     await _entry(request, sid)
     if ".." in name.split("/") or name.startswith("/"):
         raise BadRequest("invalid file name", code="invalid_file_name")
+    if name.startswith(SEALED_PREFIX):
+        raise Forbidden("personal data opens only through the audited reveal", code="sealed_file")
     key = session_prefix(sid) + name
     info = await archive.objects.stat(key)
     if info is None:
@@ -288,7 +348,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     archive = _archive(request)
     await _entry(request, sid)
     prefix = session_prefix(sid)
-    objects = [o async for o in archive.objects.list(prefix)]
+    objects = [o async for o in archive.objects.list(prefix) if not o.key[len(prefix):].startswith(SEALED_PREFIX)]
     if not objects:
         raise NotFound("this recording has no files", code="file_not_found")
     await _audit(request, token, "export", target=sid, details={"files": len(objects)})

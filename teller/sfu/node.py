@@ -52,6 +52,9 @@ class Node:
         self.room_guard: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
         # Called with (metric, value) for the few timings /metrics keeps (join time...).
         self.observers: list[Callable[[str, float], None]] = []
+        # Called with (room, sender, topic, payload) for each data message a participant
+        # sends (content-risk checks of chat); they must be quick and must not raise.
+        self.data_observers: list[Callable[[Room, Any, str | None, Any], None]] = []
 
     def observe(self, metric: str, value: float) -> None:
         for observer in self.observers:

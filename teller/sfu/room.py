@@ -377,6 +377,9 @@ class Room:
                 continue
             participant.deliver_data(event)
             count += 1
+        if sender is not None:
+            for observer in self.node.data_observers:
+                observer(self, sender, topic, payload)
         if topic in TIMELINE_TOPICS:
             self.node.timeline(
                 self, TIMELINE_TOPICS[topic], participant_id=sender.id if sender else None, topic=topic, payload=payload

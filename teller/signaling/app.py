@@ -11,11 +11,12 @@ from aiohttp import web
 from ..agent_desk import routes as page_routes
 from ..config import Config
 from ..errors import NotFound, TellerError
-from ..recording.archive import install_archive
 from ..quality.service import install_quality
 from ..quality.service import routes as quality_routes
+from ..recording.archive import install_archive
 from ..recording.service import install_recorder
 from ..sfu import Node
+from ..speech.service import install_hub, install_voice
 from ..state import StateStore, open_store
 from .keys import CONFIG, DIRECTORY, ISSUER, NODE, STORE
 from .openapi import routes as openapi_routes
@@ -148,11 +149,13 @@ def create_app(
     secret = resolve_secret(config)
     install_recorder(app, app[NODE], app[STORE], config, secret)
     install_quality(app, app[NODE], app[STORE], config)
+    install_hub(app, app[NODE], app[STORE], config, secret)
     if role == "embedded":  # a cluster's signalling processes run these, not its nodes
         from .contact.service import install
 
         install(app, app[STORE], config)
         install_archive(app, app[STORE], config, secret)
+        install_voice(app, app[STORE], config, app[ISSUER])
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)
     app.add_routes(quality_routes)

@@ -291,7 +291,9 @@ def document() -> dict[str, Any]:
             },
             "/v1/recordings/{sid}/timeline": {"parameters": [_SID], "get": {"summary": "The merged session timeline; t is seconds from the session start", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
             "/v1/recordings/{sid}/quality": {"parameters": [_SID], "get": {"summary": "The session's quality report (quality.json): levels, MOS, loss, alerts, tier changes", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
-            "/v1/recordings/{sid}/transcript": {"parameters": [_SID], "get": {"summary": "The transcript cues, when speech recognition made one", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
+            "/v1/recordings/{sid}/transcript": {"parameters": [_SID], "get": {"summary": "The masked transcript (lines with speaker and times, risk cues, prompts played); 404 transcript_not_found", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
+            "/v1/recordings/{sid}/transcript.vtt": {"parameters": [_SID], "get": {"summary": "The masked transcript as WebVTT, speakers as voice spans (audited as download)", "responses": {"200": {"description": "text/vtt", "content": {"text/vtt": {"schema": {"type": "string"}}}}, **_errors(401, 403, 404)}}},
+            "/v1/recordings/{sid}/transcript/reveal": {"parameters": [_SID], "post": _action("Compliance opens the masked personal numbers of a transcript, with a reason; audited as reveal", 400, 401, 403, 404, body={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string", "maxLength": 500}}})},
             "/v1/recordings/{sid}/files/{name}": {
                 "parameters": [_SID, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}, {"name": "download", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
                 "get": {"summary": "Stream one file (HTTP Range supported; ?access_token= for media elements); audited as play, or download with ?download=1", "responses": {"200": {"description": "The file"}, "206": {"description": "A byte range"}, **_errors(401, 403, 404, 416)}},
@@ -325,6 +327,23 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)},
                 },
             },
+            "/v1/speech": {"get": {"summary": "What speech this server offers: ASR on or off and its model, TTS languages, risk cues", "responses": {"200": _json(_OBJ), **_errors(401)}}},
+            "/v1/speech/synthesize": {"get": {
+                "summary": "WAV of a text in a language, for a page to play by itself (409 tts_unavailable without a voice)",
+                "parameters": [{"name": "text", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 600}}, {"name": "lang", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "audio/wav", "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}, **_errors(400, 401, 409)},
+            }},
+            "/v1/rooms/{room}/speech/say": {"parameters": [_ROOM], "post": _action(
+                "Staff play a script line (risk_prompt, anti_fraud, identity_question with index) or their own text into the session through the voice participant; 202",
+                400, 401, 403, 404, 409, 503,
+                body={"type": "object", "properties": {"script": {"type": "string", "enum": ["risk_prompt", "anti_fraud", "identity_question"]}, "index": {"type": "integer"}, "business": {"type": "string"}, "text": {"type": "string"}, "language": {"type": "string"}}})},
+            "/v1/rooms/{room}/speech/broadcast": {"parameters": [_ROOM], "post": _action(
+                "The customer page has its text read aloud into the session (large-text mode); 202", 400, 401, 403, 404, 409, 503,
+                body={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}, "language": {"type": "string"}}})},
+            "/v1/rooms/{room}/transcript": {"parameters": [_ROOM], "get": {"summary": "The live transcript of a session (masked) and its risk cues (staff)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}}},
+            "/v1/calls/{call}/finish": {"parameters": [_CALL], "post": _action(
+                "The agent ends the call: the business's anti-fraud reminder plays first, then the call ends as with DELETE; the reply says whether it played",
+                401, 403, 404, 409)},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
         },
     }

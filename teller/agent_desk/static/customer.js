@@ -4,6 +4,8 @@
 // REST: docs/contact-centre.md. Signalling: docs/protocol.md, through /static/teller-client.js
 // (camera+mic on one publication with a data channel; the agent on a subscription; a
 // screen share on a publication of its own; resumed by the client after a lost connection).
+// Speech (docs/speech.md): the room's voice participant (role "service") is heard, never
+// shown; its prompts show in big type; "Read aloud" speaks through the server's voice.
 "use strict";
 
 (() => {
@@ -12,6 +14,9 @@
   const FONT_STEPS = [1, 1.25, 1.5, 1.75, 2];
   const LARGE_DEFAULT_STEP = 2;
   const FINISHED = new Set(["ended", "abandoned", "overflowed"]);
+  const PROMPT_KINDS = new Set(["risk_prompt", "anti_fraud"]); // shown big while read: the customer reads along
+  const SPEAK_QUEUE_MAX = 3;
+  const SPEAK_TIMEOUT_MS = 60000; // a clip that never says "ended" lets the next one speak after this
 
   // All UI text, per language. Another language is one more entry here (and a button).
   const STRINGS = {
@@ -46,6 +51,9 @@
       lost: "与服务器的连接已断开。", unreachable: "无法连接服务器，请检查网络后重试。",
       needPlayClick: "请点击页面任意位置以听到坐席的声音。", reconnecting: "正在重新连接…",
       networkWeak: "您的网络信号较弱，画面可能会暂停。", audioOnly: "为保证通话声音清晰，已暂停视频画面。",
+      chosenSpoken: (name) => `您选择了：${name}。`,
+      prompt_risk_prompt: "风险提示（请跟随语音阅读）", prompt_anti_fraud: "反诈提醒（请跟随语音阅读）", promptClose: "知道了",
+      voicePlaying: "语音播报中", voiceName: "语音播报",
     },
     en: {
       htmlLang: "en", speechLang: "en-US",
@@ -80,6 +88,9 @@
       lost: "The connection to the server was lost.", unreachable: "Cannot reach the server. Check your connection and try again.",
       needPlayClick: "Click anywhere on the page to hear the agent.", reconnecting: "Reconnecting…",
       networkWeak: "Your network is weak; the picture may pause.", audioOnly: "The video is paused to keep the voice clear.",
+      chosenSpoken: (name) => `You chose: ${name}.`,
+      prompt_risk_prompt: "Risk notice (please read along)", prompt_anti_fraud: "Anti-fraud reminder (please read along)", promptClose: "OK",
+      voicePlaying: "Voice prompt playing", voiceName: "Voice prompts",
     },
   };
 
@@ -106,6 +117,9 @@
     signatureClear: $("signature-clear"), confirmError: $("confirm-error"),
     confirmAccept: $("confirm-accept"), confirmRefuse: $("confirm-refuse"),
     networkNotice: $("network-notice"), audioOnlyNotice: $("audio-only-notice"),
+    prompt: $("prompt"), promptHeading: $("prompt-heading"), promptText: $("prompt-text"), promptClose: $("prompt-close"),
+    voiceChip: $("voice-chip"), voiceAudio: $("voice-audio"),
+    caption: $("caption"), captionWho: $("caption-who"), captionText: $("caption-text"),
   };
 
   const state = {
@@ -130,6 +144,10 @@
     agentId: null, // the participant subscribed to
     subscription: null, // the client's subscription to the agent
     others: new Map(), // participant_id -> {sub, tile, video}: a third party, a supervisor who barged in
+    voices: new Map(), // participant_id -> {sub, audio}: the room's voice participant (role "service"), heard only
+    prompt: null, // {id, kind, text, state}: the prompt the voice reads (or read) for the customer to follow
+    speaking: new Set(), // utterance ids the voice has started and not finished
+    caption: null, // {who, text}: what the agent or the voice said last (shown in large-text mode)
     syncTimer: null,
     speakerOn: true,
     material: null, // the current material's id
@@ -156,18 +174,93 @@
   function setStatus(text, isError = false) {
     ui.status.textContent = text;
     ui.status.classList.toggle("error", isError);
+    if (isError && state.large) speak(text); // large-text mode: a problem is read aloud too
   }
 
+  // "Read aloud". In the call the server's voice says it into the session (the agent hears
+  // it too and it is recorded); before and after, the server's synthesis plays here; the
+  // browser's own voice when the server has none (409 tts_unavailable) or cannot be reached.
+  const reading = { queue: [], busy: false, generation: 0, audio: null, log: [] };
+
   function speak(text) {
-    if (!state.voice || !text || !("speechSynthesis" in window)) return;
+    if (!state.voice || !text) return;
+    const language = state.lang;
+    if (state.phase === "call" && client.phase === "joined" && state.room && state.token) {
+      api("POST", `/v1/rooms/${encodeURIComponent(state.room)}/speech/broadcast`, { text, language })
+        .then(() => noteSpoken("broadcast", text))
+        .catch(() => speakInBrowser(text, language));
+      return;
+    }
+    reading.queue.push({ text, language });
+    reading.queue.splice(0, reading.queue.length - SPEAK_QUEUE_MAX);
+    if (!reading.busy) readNext();
+  }
+
+  async function readNext() {
+    const generation = reading.generation;
+    const item = reading.queue.shift();
+    if (!item) {
+      reading.busy = false;
+      return;
+    }
+    reading.busy = true;
     try {
-      window.speechSynthesis.cancel();
+      await playSynthesized(item, generation);
+      noteSpoken("synthesize", item.text);
+    } catch {
+      if (generation === reading.generation) speakInBrowser(item.text, item.language);
+    }
+    if (generation === reading.generation) readNext(); // else stopped meanwhile: the next speak starts afresh
+  }
+
+  // GET /v1/speech/synthesize with the page's token (so fetch and a blob URL, not <audio src>).
+  async function playSynthesized({ text, language }, generation) {
+    if (!state.token) throw new Error("no token before a call");
+    const query = new URLSearchParams({ text, lang: language });
+    const response = await fetch(`/v1/speech/synthesize?${query}`, { headers: { Authorization: `Bearer ${state.token}` } });
+    if (!response.ok) throw new Error(`synthesize: ${response.status}`);
+    const url = URL.createObjectURL(await response.blob());
+    try {
+      if (generation !== reading.generation) return;
+      const audio = new Audio(url);
+      reading.audio = audio;
+      await audio.play();
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(resolve, SPEAK_TIMEOUT_MS);
+        audio.addEventListener("ended", () => { clearTimeout(timer); resolve(); }, { once: true });
+        audio.addEventListener("pause", () => { clearTimeout(timer); resolve(); }, { once: true });
+        audio.addEventListener("error", () => { clearTimeout(timer); reject(new Error("playback failed")); }, { once: true });
+      });
+    } finally {
+      if (reading.audio?.src === url) reading.audio = null;
+      URL.revokeObjectURL(url);
+    }
+  }
+
+  function speakInBrowser(text, language) {
+    if (!("speechSynthesis" in window)) return;
+    try {
       const utterance = new SpeechSynthesisUtterance(text);
-      utterance.lang = t("speechLang");
+      utterance.lang = STRINGS[language]?.speechLang || t("speechLang");
       window.speechSynthesis.speak(utterance);
+      noteSpoken("browser", text);
     } catch {
       // No voice here: the text is on the screen anyway.
     }
+  }
+
+  function stopSpeaking() {
+    reading.generation += 1;
+    reading.queue = [];
+    reading.busy = false;
+    reading.audio?.pause();
+    reading.audio = null;
+    if ("speechSynthesis" in window) window.speechSynthesis.cancel();
+  }
+
+  function noteSpoken(how, text) {
+    reading.log.push({ how, text });
+    reading.log.splice(0, reading.log.length - 20);
   }
 
   function applyLanguage() {
@@ -176,6 +269,8 @@
     renderControls();
     renderQueue();
     renderBusinessName();
+    renderPrompt();
+    renderCaption();
   }
 
   async function setLanguage(lang) {
@@ -201,6 +296,7 @@
     state.large = on;
     state.fontStep = on ? LARGE_DEFAULT_STEP : 0;
     applyTextSize();
+    renderCaption();
   }
 
   function stepText(delta) {
@@ -273,6 +369,7 @@
     state.room = randomRoom();
     for (const button of ui.businesses.querySelectorAll("button")) button.disabled = true;
     setStatus(t("starting"));
+    speak(t("chosenSpoken")(businessName(business)));
     const name = ui.name.value.trim() || t("defaultName");
     try {
       const issued = await api("POST", "/v1/dev/token", { room: state.room, role: "customer", name }, null);
@@ -341,6 +438,7 @@
     state.phase = "call";
     showView("call");
     renderControls();
+    renderCaption();
     setStatus(state.mediaWarning || t("connected"), Boolean(state.mediaWarning));
     speak(t("connectedSpoken"));
     ui.hangup.focus();
@@ -369,6 +467,7 @@
     ui.preview.hidden = true;
     ui.endedText.textContent = text;
     setStatus("");
+    resetSpeech();
     speak(t("endedSpoken"));
     ui.restart.focus();
   }
@@ -380,6 +479,7 @@
       material: null, confirmation: null, agentId: null,
     });
     showMaterial(null);
+    resetSpeech();
     showView("start");
     renderCatalogue();
     ui.name.focus();
@@ -440,6 +540,7 @@
   function teardownMedia() {
     dropSubscription(false);
     dropOthers(false);
+    for (const participantId of [...state.voices.keys()]) dropVoice(participantId, false);
     clearTimeout(state.syncTimer);
     stopScreen(false);
     state.publisher?.close(false);
@@ -457,6 +558,7 @@
   function removeParticipant(participantId) {
     if (state.subscription?.participantId === participantId) dropSubscription(false);
     dropOther(participantId, false);
+    dropVoice(participantId, false);
     if (state.agentId === participantId) state.agentId = null;
     chooseAgent();
   }
@@ -474,12 +576,17 @@
     state.syncTimer = setTimeout(chooseAgent, delay);
   }
 
-  // The agent is the other participant with tracks (the first one found); their camera
-  // and microphone are shown big. Subscribed once connected, or once they publish.
+  // The agent is the other participant with tracks, one with role "agent" first (the one
+  // shown already while it stays); their camera and microphone are shown big. Subscribed once
+  // connected, or once they publish. The voice participant (role "service") is never the
+  // agent and has no tile: it is only heard.
   function chooseAgent() {
     if (!["waiting", "call"].includes(state.phase) || client.phase !== "joined") return;
-    const publishing = [...client.participants.values()].filter((p) => p.participant_id !== client.participantId && p.tracks.length);
-    const agent = publishing.find((p) => p.participant_id === state.agentId) || publishing[0];
+    const others = [...client.participants.values()].filter((p) => p.participant_id !== client.participantId && p.tracks.length);
+    syncVoices(others.filter((p) => p.role === "service"));
+    const publishing = others.filter((p) => p.role !== "service");
+    const current = publishing.find((p) => p.participant_id === state.agentId);
+    const agent = (current?.role === "agent" && current) || publishing.find((p) => p.role === "agent") || current || publishing[0];
     if (!agent) {
       dropSubscription(true);
       dropOthers(true);
@@ -538,6 +645,49 @@
       });
       state.others.set(participantId, { sub, tile, video });
       sub.ready.catch(() => scheduleSync(1000));
+    }
+  }
+
+  // Each voice participant's audio in a hidden <audio> (the speaker button mutes it too).
+  function syncVoices(voices) {
+    const wanted = new Map(voices.map((p) => [p.participant_id, p]));
+    for (const [participantId, voice] of state.voices) {
+      const audio = wanted.get(participantId)?.tracks.filter((x) => x.kind === "audio") || [];
+      if (!audio.length || !audio.every((x) => voice.sub.trackIds.has(x.track_id))) dropVoice(participantId, true);
+    }
+    for (const [participantId, info] of wanted) {
+      const tracks = info.tracks.filter((x) => x.kind === "audio");
+      if (state.voices.has(participantId) || !tracks.length) continue;
+      const audio = document.createElement("audio");
+      audio.autoplay = true;
+      audio.dataset.participantId = participantId;
+      ui.voiceAudio.append(audio);
+      const sub = client.subscribe(participantId, tracks, {
+        byTrackIds: true,
+        onTrack: () => {
+          if (audio.srcObject !== sub.stream) audio.srcObject = sub.stream;
+          audio.muted = !state.speakerOn;
+          play(audio);
+        },
+        onClose: () => {
+          if (state.voices.get(participantId)?.sub === sub) dropVoice(participantId, false);
+        },
+      });
+      state.voices.set(participantId, { sub, audio });
+      sub.ready.catch(() => scheduleSync(1000));
+    }
+  }
+
+  function dropVoice(participantId, tellServer) {
+    const voice = state.voices.get(participantId);
+    if (!voice) return;
+    state.voices.delete(participantId);
+    voice.audio.srcObject = null;
+    voice.audio.remove();
+    voice.sub.close(tellServer);
+    if (!state.voices.size) {
+      state.speaking.clear();
+      renderVoiceChip();
     }
   }
 
@@ -626,6 +776,7 @@
     state.speakerOn = !state.speakerOn;
     ui.remoteVideo.muted = !state.speakerOn;
     for (const other of state.others.values()) other.video.muted = !state.speakerOn;
+    for (const voice of state.voices.values()) voice.audio.muted = !state.speakerOn;
     renderControls();
   }
 
@@ -676,6 +827,15 @@
       onQuality(message.topic, payload);
       return;
     }
+    if (message.topic === "speech.caption" && message.from_participant_id == null) {
+      onCaption(payload);
+      return;
+    }
+    if (message.topic === "speech.tts") {
+      // Only the voice participant says what it plays.
+      if (client.participants.get(message.from_participant_id)?.role === "service") onTts(payload);
+      return;
+    }
     if (message.topic === "material") showMaterial(payload);
     else if (message.topic === "pointer") showPointer(payload);
     else if (message.topic === "confirm_request") openConfirmation(payload);
@@ -707,6 +867,73 @@
     state.qualityAlerts.clear();
     state.audioOnly = false;
     renderQualityNotices();
+  }
+
+  // -- speech: captions, prompts ----------------------------------------------------------------
+
+  // What the agent (or the voice) said last, final lines only; shown in large-text mode.
+  function onCaption(caption) {
+    if (!caption || typeof caption !== "object" || caption.final !== true || typeof caption.text !== "string") return;
+    if (caption.participant_id === client.participantId || caption.role === "customer" || !caption.text.trim()) return;
+    state.caption = { name: String(caption.name || ""), text: caption.text, role: String(caption.role || "") };
+    renderCaption();
+  }
+
+  function renderCaption() {
+    const c = state.caption;
+    ui.caption.hidden = !(state.large && c && state.phase === "call");
+    ui.caption.dataset.role = c?.role || "";
+    const who = c?.role === "service" ? t("voiceName") : c?.name || t("agent");
+    ui.captionWho.textContent = c ? `${who}${state.lang === "zh" ? "：" : ":"}` : "";
+    ui.captionText.textContent = c?.text || "";
+  }
+
+  function onTts(payload) {
+    if (!payload || typeof payload !== "object" || !payload.id || typeof payload.text !== "string") return;
+    if (payload.state === "started") {
+      state.speaking.add(payload.id);
+      state.caption = { name: "", text: payload.text, role: "service" };
+      renderCaption();
+    } else if (["finished", "failed"].includes(payload.state)) {
+      state.speaking.delete(payload.id);
+    }
+    renderVoiceChip();
+    if (!PROMPT_KINDS.has(payload.kind)) return;
+    const same = state.prompt?.id === payload.id;
+    if (payload.state === "started" || same || payload.state === "failed") {
+      state.prompt = { id: payload.id, kind: payload.kind, text: payload.text, state: payload.state };
+      renderPrompt();
+    }
+    // The voice could not say it: read it aloud here (if "Read aloud" is on), it is on the screen too.
+    if (payload.state === "failed") speak(payload.text);
+  }
+
+  function renderPrompt() {
+    const prompt = state.prompt;
+    ui.prompt.hidden = !(prompt && ["waiting", "call"].includes(state.phase));
+    ui.prompt.dataset.kind = prompt?.kind || "";
+    ui.prompt.dataset.state = prompt?.state || "";
+    ui.promptHeading.textContent = prompt ? t(`prompt_${prompt.kind}`) : "";
+    ui.promptText.textContent = prompt?.text || "";
+  }
+
+  function closePrompt() {
+    state.prompt = null;
+    renderPrompt();
+    ui.hangup.focus();
+  }
+
+  function renderVoiceChip() {
+    ui.voiceChip.hidden = !(state.speaking.size > 0 && ["waiting", "call"].includes(state.phase));
+  }
+
+  function resetSpeech() {
+    state.prompt = null;
+    state.caption = null;
+    state.speaking.clear();
+    renderPrompt();
+    renderCaption();
+    renderVoiceChip();
   }
 
   function safeUrl(url) {
@@ -916,6 +1143,14 @@
       confirmation: state.confirmation
         ? { requestId: state.confirmation.request.request_id, state: state.confirmation.state }
         : null,
+      speech: {
+        voices: [...state.voices.keys()],
+        voiceAudio: [...state.voices.values()].filter((v) => v.audio.srcObject && !v.audio.paused).length,
+        speaking: state.speaking.size > 0,
+        prompt: state.prompt && !ui.prompt.hidden ? { ...state.prompt } : null,
+        caption: state.caption && !ui.caption.hidden ? { ...state.caption } : null,
+        spoken: reading.log.slice(),
+      },
       quality: {
         alerts: [...state.qualityAlerts.entries()].map(([alertId, kind]) => ({ alert_id: alertId, kind })),
         audioOnly: state.audioOnly,
@@ -942,8 +1177,9 @@
       state.voice = !state.voice;
       ui.voice.setAttribute("aria-pressed", String(state.voice));
       if (state.voice) speak(t("voice"));
-      else if ("speechSynthesis" in window) window.speechSynthesis.cancel();
+      else stopSpeaking();
     });
+    ui.promptClose.addEventListener("click", closePrompt);
     ui.cancel.addEventListener("click", cancelOrHangUp);
     ui.hangup.addEventListener("click", cancelOrHangUp);
     ui.restart.addEventListener("click", restart);

@@ -5,11 +5,17 @@
 // /static/teller-client.js, which also resumes a lost connection: camera and microphone
 // go out on one publication, each other participant comes in on a subscription of its
 // own. Data messages (material, pointer, confirm_request / confirm_done) go over the socket.
+// Speech (docs/speech.md): live captions and risk cues from the server, prompts played to
+// the customer by the room's voice participant (role "service": heard, never shown).
 "use strict";
 
 (() => {
   const POLL_MS = 1000;
   const POINTER_INTERVAL_MS = 100;
+  const MAX_CAPTION_LINES = 200;
+  const MAX_PLAYED = 30;
+  const MAX_RISKS = 50;
+  const RISK_DEDUP_S = 30; // the same rule again within this long counts on the same banner
 
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
@@ -59,6 +65,22 @@
       whose_self: "您的", severity_warning: "注意", severity_critical: "严重", alertLine: "【{severity}】{message}",
       step_risk_prompt: "风险提示", step_identity_check: "身份核验", step_transaction_confirmation: "交易确认",
       step_signature: "客户签名", step_anti_fraud_reminder: "反诈提醒",
+      captionsTitle: "实时字幕", captionsWaiting: "通话中的语音将在此显示为字幕。", captionsOff: "本服务器未开启实时字幕。",
+      role_customer: "客户", role_agent: "坐席", role_service: "语音播报", role_supervisor: "主管", role_other: "参与者",
+      selfSuffix: "（我）", voicePlaying: "正在播放语音提示", voiceName: "语音播报",
+      riskAlerts: "风险提示告警", risk_fraud_coaching: "疑似诈骗话术", risk_abusive: "不文明用语", risk_unlawful: "违规内容",
+      riskHeard: "{who}说：“{phrase}”", riskWho_customer: "客户", riskWho_agent: "坐席", riskWho_self: "您", riskWho_other: "{name}",
+      riskSentence: "原句：{text}", riskRepeat: "×{n}", dismiss: "知道了", dismissLabel: "关闭此风险告警",
+      riskAt: "{time}", riskSourceChat: "（聊天）",
+      playToCustomer: "播放给客户", playIdentity: "播放第 {n} 个问题给客户", played: "已播放",
+      playing: "正在请求播放…", playQueued: "已排队播放：{text}", cannotPlay: "无法播放：{error}",
+      ttsUnavailable: "语音播报不可用：服务器没有可用的语音合成。", ttsNoLanguage: "语音播报不可用：没有 {lang} 语音。",
+      ttsChecking: "正在检查语音播报…",
+      kind_risk_prompt: "风险提示", kind_anti_fraud: "反诈提醒", kind_script: "话术", kind_broadcast: "客户页播报",
+      kind_identity_question: "身份核验问题",
+      tts_queued: "排队中", tts_started: "播放中", tts_finished: "已播完", tts_failed: "失败",
+      playingReminder: "正在播放反诈提醒…播放结束后通话将挂断。",
+      reminderNotPlayed: "通话已结束，请进行话后整理。（未播放反诈提醒：{reason}）",
     },
     en: {
       htmlLang: "en", title: "Teller agent desk", language: "Language",
@@ -100,6 +122,22 @@
       myTier: "You receive: {tier}",
       lossTitle: "up {up} · down {down}", summaryItem: "{who}: {level}", frozen: "frozen {s} s",
       whose_self: "Your", severity_warning: "Warning", severity_critical: "Critical", alertLine: "{severity}: {message}",
+      captionsTitle: "Live captions", captionsWaiting: "What is said in the call appears here.", captionsOff: "Live captions are off on this server.",
+      role_customer: "Customer", role_agent: "Agent", role_service: "Voice", role_supervisor: "Supervisor", role_other: "Participant",
+      selfSuffix: " (you)", voicePlaying: "Voice prompt playing", voiceName: "Voice prompts",
+      riskAlerts: "Risk alerts", risk_fraud_coaching: "Possible fraud coaching", risk_abusive: "Abusive language", risk_unlawful: "Unlawful content",
+      riskHeard: "{who} said: “{phrase}”", riskWho_customer: "The customer", riskWho_agent: "The agent", riskWho_self: "You", riskWho_other: "{name}",
+      riskSentence: "Sentence: {text}", riskRepeat: "×{n}", dismiss: "Dismiss", dismissLabel: "Dismiss this risk alert",
+      riskAt: "{time}", riskSourceChat: " (chat)",
+      playToCustomer: "Play to customer", playIdentity: "Play question {n} to the customer", played: "Played",
+      playing: "Asking the voice to play it…", playQueued: "Queued to play: {text}", cannotPlay: "Cannot play it: {error}",
+      ttsUnavailable: "Voice prompts are unavailable: the server has no speech synthesis.", ttsNoLanguage: "Voice prompts are unavailable: no voice for {lang}.",
+      ttsChecking: "Checking the voice prompts…",
+      kind_risk_prompt: "Risk prompt", kind_anti_fraud: "Anti-fraud reminder", kind_script: "Script", kind_broadcast: "Customer page",
+      kind_identity_question: "Identity question",
+      tts_queued: "queued", tts_started: "playing", tts_finished: "played", tts_failed: "failed",
+      playingReminder: "Playing the anti-fraud reminder… the call ends after it.",
+      reminderNotPlayed: "Call ended. Please wrap up. (The anti-fraud reminder was not played: {reason})",
     },
   };
   const texts = TellerPage.texts(TellerPage.withQuality(STRINGS), params.get("lang"));
@@ -128,10 +166,27 @@
     uploaded: [], // pages of uploaded PDFs and images, pushable as "image" material
     pollTimer: null,
     quality: newQuality(), // the live figures and alerts the server sends staff (see "live quality")
+    speech: newSpeech(), // captions, risk cues and prompts played in this call (see "speech")
+    speechInfo: null, // GET /v1/speech: {asr: {enabled}, tts: {available, languages}}
+    finishing: false, // the hang-up waits for the anti-fraud reminder
+    lastReminder: null, // what the last finish said of its reminder
   };
 
   function newQuality() {
     return { stats: null, updates: 0, alerts: new Map() }; // alerts: alert_id -> the raised alert
+  }
+
+  function newSpeech() {
+    return {
+      lines: [], // caption lines, oldest first: {participant_id, role, name, text, final, start, seq, risk, node}
+      partials: new Map(), // participant_id -> its line still in progress (also in `lines`)
+      finals: new Set(), // "participant_id:seq" of the finals shown (a repeat is dropped)
+      risks: [], // newest first: {id, alert, count, firstTs, lastTs, dismissed}
+      played: new Map(), // utterance id -> {id, kind, text, language, state, at, error}
+      speaking: new Set(), // utterance ids the voice has started and not finished
+      voiceId: null, // the voice participant's id, once heard from
+      status: null, // {key, vars, className}: the last word about playing a line
+    };
   }
 
   const SLIDES = () => {
@@ -150,6 +205,7 @@
     texts.apply();
     renderConfirmStatus();
     renderQuality();
+    renderSpeech();
     // The default "what" of a confirmation follows the language until the agent types one.
     const what = $("confirm-what");
     if (Object.values(STRINGS).some((strings) => strings.defaultWhat === what.value)) what.value = t("defaultWhat");
@@ -207,6 +263,7 @@
       $("agent-bar").hidden = false;
       $("agent-label").textContent = `${state.agent.name || state.agentId} (${state.agentId})`;
       setStatus(t("loggedIn"));
+      loadSpeechInfo();
       render();
       poll();
     } catch (error) {
@@ -302,9 +359,13 @@
       state.callState = call.state;
       state.business = businessOf(call);
       state.lastConfirmation = null;
+      state.speech = newSpeech();
+      state.lastReminder = null;
+      renderSpeech();
       showCall(call);
       render();
       await joinRoom(call.token);
+      loadTranscript(call.room);
     } catch (error) {
       setStatus(t("cannotTake", { error: error.message }), true);
     }
@@ -324,19 +385,43 @@
     }
   }
 
+  // The server plays the business's anti-fraud reminder to the customer first and hangs up
+  // once it has been heard (5-20 s); an older server without /finish: a plain DELETE.
   async function hangUp() {
-    if (!state.callId || state.callState !== "connected") return;
+    if (!state.callId || state.callState !== "connected" || state.finishing) return;
+    const callId = state.callId;
+    state.finishing = true;
+    renderHangUp();
+    setStatus(t("playingReminder"));
     try {
-      state.call = await api("DELETE", `/v1/calls/${state.callId}`);
-      state.callState = state.call.state;
-      leaveRoom();
-      setStatus(t("endedWrapUp"));
+      let ended;
+      try {
+        ended = await api("POST", `/v1/calls/${callId}/finish`);
+      } catch (error) {
+        if (![404, 405].includes(error.status)) throw error;
+        ended = await api("DELETE", `/v1/calls/${callId}`);
+      }
+      if (state.callId !== callId) return;
+      state.call = ended;
+      state.callState = ended.state;
+      state.lastReminder = ended.reminder || null;
+      if (state.inRoom) leaveRoom();
+      const reminder = ended.reminder;
+      setStatus(reminder && reminder.played === false && reminder.reason ? t("reminderNotPlayed", { reason: reminder.reason }) : t("endedWrapUp"));
       state.agent = await api("GET", "/v1/agents/me");
       render();
       $("wrapup-code").focus();
     } catch (error) {
       setStatus(t("cannotHangUp", { error: error.message }), true);
+    } finally {
+      state.finishing = false;
+      renderHangUp();
     }
+  }
+
+  function renderHangUp() {
+    $("hangup").disabled = state.finishing;
+    $("hangup").setAttribute("aria-busy", String(state.finishing));
   }
 
   async function wrapUp(event) {
@@ -414,6 +499,25 @@
 
   // -- call screen -----------------------------------------------------------------------
 
+  // Each identity question with its own "Play to customer" (index: the catalogue's order).
+  function fillIdentity(questions) {
+    $("script-identity").replaceChildren(...questions.map((text, index) => {
+      const li = document.createElement("li");
+      li.className = "script-line";
+      const words = document.createElement("span");
+      words.textContent = text;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "play secondary";
+      button.dataset.script = "identity_question";
+      button.dataset.index = String(index);
+      button.textContent = t("playToCustomer");
+      button.setAttribute("aria-label", t("playIdentity", { n: index + 1 }));
+      li.append(words, button);
+      return li;
+    }));
+  }
+
   function fill(list, items) {
     list.replaceChildren(...items.map((text) => {
       const li = document.createElement("li");
@@ -431,8 +535,9 @@
     $("call-customer").textContent = call.customer?.name || t("defaultCustomer");
     $("customer-name").textContent = call.customer?.name || t("defaultCustomer");
     $("script-risk").textContent = b.script?.risk_prompt || "—";
-    fill($("script-identity"), b.script?.identity_questions || []);
+    fillIdentity(b.script?.identity_questions || []);
     $("script-antifraud").textContent = b.script?.anti_fraud || "—";
+    renderPlayButtons();
     $("script-steps").replaceChildren(...(b.steps || []).map((step) => {
       const li = document.createElement("li");
       const label = document.createElement("label");
@@ -575,6 +680,7 @@
     .on("participant_left", (m) => {
       dropSubscription(m.participant_id, false);
       forgetQuality(m.participant_id);
+      if (m.participant_id === state.speech.voiceId) voiceGone();
     })
     .on("track_published", (m) => scheduleSync(m.participant_id))
     .on("track_unpublished", (m) => scheduleSync(m.participant_id))
@@ -587,6 +693,7 @@
       if (m.topic === "confirm_done") onConfirmDone(m.payload);
       // Quality comes from the server itself, never from a participant.
       else if (m.from_participant_id == null && typeof m.topic === "string" && m.topic.startsWith("quality.")) onQuality(m.topic, m.payload);
+      else if (typeof m.topic === "string" && m.topic.startsWith("speech.")) onSpeech(m);
     })
     .on("error", (m) => { if (m.code !== "transport_not_found") setStatus(m.message, true); })
     .on("reconnecting", () => setStatus(t("reconnecting")))
@@ -648,6 +755,14 @@
   function videoFor(participantId) {
     const info = client.participants.get(participantId);
     if (info?.role === "customer") return { video: $("customer-video"), own: false };
+    if (info?.role === "service") {
+      // The voice participant: heard, no tile (its words show in the captions and "Played").
+      const audio = document.createElement("audio");
+      audio.autoplay = true;
+      audio.dataset.participantId = participantId;
+      $("voice-audio").append(audio);
+      return { video: audio, own: true, figure: audio };
+    }
     const figure = document.createElement("figure");
     figure.className = "other";
     const video = document.createElement("video");
@@ -694,6 +809,7 @@
     $("point").setAttribute("aria-pressed", "false");
     state.quality = newQuality();
     renderQuality();
+    voiceGone();
   }
 
   // -- live quality ------------------------------------------------------------------------
@@ -736,6 +852,7 @@
   function qualityWho(p) {
     if (isSelf(p.participant_id)) return t("q_you");
     if (p.role === "customer") return t("q_customer");
+    if (p.role === "service") return t("voiceName");
     const info = client.participants.get(p.participant_id);
     return info?.name || p.name || info?.identity || p.identity || t("guest");
   }
@@ -864,6 +981,385 @@
     nodes.forEach((node, i) => { if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null); });
   }
 
+  // -- speech ------------------------------------------------------------------------------
+  //
+  // The server (from_participant_id null) sends everyone in the room `speech.caption`
+  // (partials, then one final per participant and seq; already PII-masked) and staff
+  // `speech.risk` (a risk cue heard, with advice per language). The voice participant
+  // (role "service") says `speech.tts` as it starts, finishes or fails a prompt.
+
+  function onSpeech(m) {
+    const payload = m.payload;
+    if (!payload || typeof payload !== "object" || !state.inRoom) return;
+    if (m.topic === "speech.tts") {
+      const sender = m.from_participant_id == null ? null : client.participants.get(m.from_participant_id);
+      if (m.from_participant_id != null && sender?.role !== "service") return; // only the voice says what it plays
+      onTts(payload, m.from_participant_id);
+    } else if (m.from_participant_id != null) {
+      return; // captions and risk cues come from the server itself, never from a participant
+    } else if (m.topic === "speech.caption") {
+      onCaption(payload);
+    } else if (m.topic === "speech.risk") {
+      onRisk(payload);
+    }
+  }
+
+  function clockText(unixS) {
+    const date = new Date((Number(unixS) || Date.now() / 1000) * 1000);
+    return [date.getHours(), date.getMinutes(), date.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+  }
+
+  function roleLabel(role) {
+    return texts.tOr(`role_${role}`, t("role_other"));
+  }
+
+  function speakerText(line) {
+    const label = roleLabel(line.role);
+    const name = line.role !== "service" && line.name && line.name !== label ? ` · ${line.name}` : "";
+    return `${label}${name}${isSelf(line.participant_id) ? t("selfSuffix") : ""}`;
+  }
+
+  async function loadSpeechInfo() {
+    try {
+      state.speechInfo = await api("GET", "/v1/speech");
+    } catch (error) {
+      // An older server (404) has no speech; another refusal: say it on the buttons.
+      state.speechInfo = { asr: { enabled: false }, tts: { available: false, languages: [], reason: error.status === 404 ? "" : error.message } };
+    }
+    renderSpeech();
+  }
+
+  // What the live transcript already holds (an agent who joins a call midway sees it).
+  async function loadTranscript(room) {
+    if (!room) return;
+    let body;
+    try {
+      body = await api("GET", `/v1/rooms/${encodeURIComponent(room)}/transcript`);
+    } catch {
+      return; // an older server, or none yet: the captions start from now
+    }
+    if (!state.inRoom || state.call?.room !== room || state.speech.lines.length) return;
+    for (const line of body.lines || []) onCaption({ ...line, final: true, seq: `past-${line.start}` });
+    for (const alert of body.risk || []) onRisk(alert);
+  }
+
+  // -- captions
+
+  function onCaption(c) {
+    if (!c.participant_id || typeof c.text !== "string" || !c.text.trim()) return;
+    const sp = state.speech;
+    const key = `${c.participant_id}:${c.seq}`;
+    if (c.final && sp.finals.has(key)) return;
+    const box = $("caption-lines");
+    const following = box.scrollHeight - box.scrollTop - box.clientHeight < 48; // else the agent scrolled back: stay
+    let line = sp.partials.get(c.participant_id);
+    if (line && c.final && line.seq !== c.seq) line = null; // a final of another sentence: a line of its own
+    if (!line) {
+      line = { participant_id: c.participant_id, risk: null, node: document.createElement("li") };
+      line.node.className = "caption";
+      sp.lines.push(line);
+      box.append(line.node);
+    }
+    Object.assign(line, {
+      role: String(c.role || ""), name: String(c.name || ""), text: String(c.text), final: c.final === true,
+      start: Number(c.start) || Date.now() / 1000, seq: c.seq, language: c.language || "",
+    });
+    if (line.final) {
+      sp.partials.delete(c.participant_id);
+      sp.finals.add(key);
+    } else {
+      sp.partials.set(c.participant_id, line);
+    }
+    renderCaptionLine(line);
+    while (sp.lines.length > MAX_CAPTION_LINES) {
+      const old = sp.lines.shift();
+      old.node.remove();
+      if (sp.partials.get(old.participant_id) === old) sp.partials.delete(old.participant_id);
+    }
+    renderCaptionsNote();
+    if (following) box.scrollTop = box.scrollHeight;
+  }
+
+  // Text nodes only: what was said is never parsed as markup.
+  function renderCaptionLine(line) {
+    const node = line.node;
+    node.dataset.participantId = line.participant_id;
+    node.dataset.role = line.role;
+    node.dataset.final = String(line.final);
+    node.dataset.seq = String(line.seq ?? "");
+    if (line.risk) node.dataset.risk = line.risk;
+    else delete node.dataset.risk;
+    if (line.final) node.removeAttribute("aria-hidden");
+    else node.setAttribute("aria-hidden", "true"); // a screen reader hears the final, not every guess
+    const time = document.createElement("span");
+    time.className = "caption-time";
+    time.textContent = clockText(line.start);
+    const who = document.createElement("span");
+    who.className = "caption-who";
+    who.textContent = speakerText(line);
+    const words = document.createElement("span");
+    words.className = "caption-text";
+    words.textContent = line.text;
+    node.replaceChildren(time, who, words);
+  }
+
+  function renderCaptionsNote() {
+    const sp = state.speech;
+    const off = state.speechInfo && state.speechInfo.asr?.enabled === false;
+    $("captions").dataset.state = sp.lines.length ? "live" : off ? "off" : "waiting";
+    $("captions-note").textContent = sp.lines.length ? "" : off ? t("captionsOff") : t("captionsWaiting");
+  }
+
+  // -- risk cues
+
+  function onRisk(alert) {
+    if (!alert.rule && !alert.category) return;
+    const sp = state.speech;
+    const ts = Number(alert.ts) || Date.now() / 1000;
+    const id = String(alert.id || `${alert.rule}-${ts}`);
+    if (sp.risks.some((r) => r.id === id)) return;
+    const rule = String(alert.rule || alert.category);
+    const same = sp.risks.find((r) => !r.dismissed && r.rule === rule && Math.abs(ts - r.lastTs) < RISK_DEDUP_S);
+    if (same) {
+      same.count += 1;
+      same.lastTs = Math.max(same.lastTs, ts);
+    } else {
+      sp.risks.unshift({ id, rule, alert, count: 1, firstTs: ts, lastTs: ts, dismissed: false });
+      sp.risks.splice(MAX_RISKS);
+    }
+    markCaption(alert);
+    renderRisks();
+  }
+
+  // The caption line the cue was heard in: the participant's latest line with the phrase,
+  // else (speech, not chat) the participant's latest line.
+  function markCaption(alert) {
+    const lines = state.speech.lines.filter((l) => l.participant_id === alert.participant_id);
+    const phrase = String(alert.phrase || "").toLowerCase();
+    const line = [...lines].reverse().find((l) => phrase && l.text.toLowerCase().includes(phrase))
+      || (alert.source === "chat" ? null : lines[lines.length - 1]);
+    if (!line) return;
+    line.risk = alert.severity === "critical" || line.risk === "critical" ? "critical" : "warning";
+    line.node.title = riskAdvice(alert);
+    renderCaptionLine(line);
+  }
+
+  function riskAdvice(alert) {
+    const advice = alert.advice && typeof alert.advice === "object" ? alert.advice : {};
+    return String(advice[texts.lang] || advice.en || advice.zh || Object.values(advice)[0] || "");
+  }
+
+  function riskWho(alert) {
+    if (isSelf(alert.participant_id)) return t("riskWho_self");
+    if (["customer", "agent"].includes(alert.role)) return t(`riskWho_${alert.role}`);
+    const info = client.participants.get(alert.participant_id);
+    return t("riskWho_other", { name: info?.name || roleLabel(alert.role) });
+  }
+
+  function renderRisks() {
+    const box = $("risk-alerts");
+    const shown = state.speech.risks.filter((r) => !r.dismissed);
+    const existing = new Map([...box.children].map((node) => [node.dataset.riskId, node]));
+    const nodes = shown.map((risk) => {
+      const alert = risk.alert;
+      let node = existing.get(risk.id);
+      if (!node) {
+        node = document.createElement("div");
+        node.className = "risk-alert";
+        node.setAttribute("role", "alert");
+        node.dataset.riskId = risk.id;
+      }
+      node.dataset.severity = alert.severity === "critical" ? "critical" : "warning";
+      node.dataset.category = String(alert.category || "");
+      node.dataset.rule = risk.rule;
+      node.dataset.role = String(alert.role || "");
+      node.dataset.participantId = String(alert.participant_id || "");
+      const title = document.createElement("strong");
+      title.className = "risk-title";
+      title.textContent = `${t(`severity_${node.dataset.severity}`)} · ${texts.tOr(`risk_${alert.category}`, String(alert.category || alert.rule || ""))}`;
+      const when = document.createElement("span");
+      when.className = "risk-time";
+      when.textContent = clockText(risk.lastTs) + (risk.count > 1 ? ` ${t("riskRepeat", { n: risk.count })}` : "");
+      const advice = document.createElement("p");
+      advice.className = "risk-advice";
+      advice.textContent = riskAdvice(alert);
+      const heard = document.createElement("p");
+      heard.className = "risk-heard";
+      heard.textContent = t("riskHeard", { who: riskWho(alert), phrase: String(alert.phrase || "") }) + (alert.source === "chat" ? t("riskSourceChat") : "");
+      const dismiss = document.createElement("button");
+      dismiss.type = "button";
+      dismiss.className = "risk-dismiss secondary";
+      dismiss.textContent = t("dismiss");
+      dismiss.setAttribute("aria-label", t("dismissLabel"));
+      dismiss.addEventListener("click", () => dismissRisk(risk.id));
+      const head = document.createElement("div");
+      head.className = "risk-head";
+      head.append(title, when, dismiss);
+      const parts = [head, advice, heard];
+      if (alert.text && alert.text !== alert.phrase) {
+        const sentence = document.createElement("p");
+        sentence.className = "risk-sentence";
+        sentence.textContent = t("riskSentence", { text: String(alert.text) });
+        parts.push(sentence);
+      }
+      const text = parts.map((part) => part.textContent).join("\n");
+      if (node.dataset.text !== text) { // unchanged words: not announced again
+        node.dataset.text = text;
+        node.replaceChildren(...parts);
+      }
+      return node;
+    });
+    for (const [id, node] of existing) if (!shown.some((r) => r.id === id)) node.remove();
+    nodes.forEach((node, i) => { if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null); });
+  }
+
+  function dismissRisk(id) {
+    const risk = state.speech.risks.find((r) => r.id === id);
+    if (!risk) return;
+    risk.dismissed = true;
+    renderRisks();
+    const next = $("risk-alerts").querySelector(".risk-dismiss");
+    (next || $("caption-lines")).focus();
+  }
+
+  // -- prompts played by the voice
+
+  function onTts(payload, senderId) {
+    if (!payload.id || !["started", "finished", "failed"].includes(payload.state)) return;
+    const sp = state.speech;
+    sp.voiceId = senderId || payload.participant_id || sp.voiceId;
+    const entry = sp.played.get(payload.id) || { id: payload.id, at: Date.now() / 1000 };
+    Object.assign(entry, {
+      kind: String(payload.kind || "script"), text: String(payload.text || ""), language: payload.language || "",
+      state: payload.state, error: payload.error || null, duration_s: payload.duration_s ?? null,
+    });
+    if (payload.state === "started") entry.at = Date.now() / 1000;
+    rememberPlayed(entry);
+    if (payload.state === "started") {
+      sp.speaking.add(payload.id);
+      // What the voice says is known word for word: a caption line of its own.
+      onCaption({
+        participant_id: sp.voiceId || "voice", role: "service", name: t("voiceName"), text: entry.text,
+        final: true, start: entry.at, seq: `tts-${payload.id}`, language: entry.language,
+      });
+    } else {
+      sp.speaking.delete(payload.id);
+    }
+    renderPlayed();
+    renderVoiceChip();
+  }
+
+  function rememberPlayed(entry) {
+    const played = state.speech.played;
+    played.delete(entry.id); // newest last in the map
+    played.set(entry.id, entry);
+    while (played.size > MAX_PLAYED) played.delete(played.keys().next().value);
+  }
+
+  function voiceGone() {
+    state.speech.speaking.clear();
+    renderVoiceChip();
+  }
+
+  function renderVoiceChip() {
+    $("voice-chip").hidden = !(state.inRoom && state.speech.speaking.size > 0);
+  }
+
+  function renderPlayed() {
+    const entries = [...state.speech.played.values()].reverse();
+    $("played-title").hidden = $("played-list").hidden = !entries.length;
+    $("played-list").replaceChildren(...entries.map((entry) => {
+      const li = document.createElement("li");
+      li.className = "played";
+      li.dataset.ttsId = entry.id;
+      li.dataset.kind = entry.kind;
+      li.dataset.state = entry.state;
+      const head = document.createElement("span");
+      head.className = "played-head";
+      head.textContent = `${clockText(entry.at)} · ${texts.tOr(`kind_${entry.kind}`, entry.kind)} · ${t(`tts_${entry.state}`)}`;
+      const words = document.createElement("span");
+      words.className = "played-text";
+      words.textContent = entry.text;
+      li.append(head, words);
+      if (entry.error) li.title = entry.error;
+      return li;
+    }));
+  }
+
+  function callLanguage() {
+    return String(state.call?.language || texts.lang);
+  }
+
+  // Why the voice cannot play lines in this call ("" when it can; null while asking).
+  function ttsBlocked() {
+    const tts = state.speechInfo?.tts;
+    if (!tts) return null;
+    if (!tts.available) return tts.reason || t("ttsUnavailable");
+    const lang = callLanguage();
+    const languages = Array.isArray(tts.languages) ? tts.languages : [];
+    if (languages.length && !languages.some((l) => l === lang || l.split("-")[0] === lang.split("-")[0])) {
+      return t("ttsNoLanguage", { lang });
+    }
+    return "";
+  }
+
+  // aria-disabled, not disabled: the button stays focusable and its tooltip says why.
+  function renderPlayButtons() {
+    const blocked = ttsBlocked();
+    for (const button of $("script").querySelectorAll("button.play")) {
+      const why = blocked === null ? t("ttsChecking") : blocked;
+      button.setAttribute("aria-disabled", String(Boolean(why)));
+      if (why) button.title = why;
+      else button.removeAttribute("title");
+    }
+  }
+
+  async function playScript(button) {
+    if (!state.inRoom || !state.call?.room) return;
+    const blocked = ttsBlocked();
+    if (blocked !== "") {
+      showSpeechStatus(null, {}, "error", blocked || t("ttsChecking"));
+      return;
+    }
+    const body = { script: button.dataset.script, business: state.business?.id || state.call.business, language: callLanguage() };
+    if (button.dataset.index !== undefined) body.index = Number(button.dataset.index);
+    showSpeechStatus("playing");
+    try {
+      const utterance = await api("POST", `/v1/rooms/${encodeURIComponent(state.call.room)}/speech/say`, body);
+      if (utterance?.id && !state.speech.played.has(utterance.id)) {
+        rememberPlayed({ id: utterance.id, kind: utterance.kind || body.script, text: String(utterance.text || ""),
+          language: utterance.language || body.language, state: "queued", at: Date.now() / 1000, error: null });
+        renderPlayed();
+      }
+      showSpeechStatus("playQueued", { text: String(utterance?.text || "") });
+    } catch (error) {
+      showSpeechStatus("cannotPlay", { error: error.message }, "error");
+    }
+  }
+
+  // Kept as a key, so that a language switch re-renders it (`raw`: words already made).
+  function showSpeechStatus(key, vars = {}, className = "", raw = null) {
+    state.speech.status = key || raw ? { key, vars, className, raw } : null;
+    renderSpeechStatus();
+  }
+
+  function renderSpeechStatus() {
+    const s = state.speech.status;
+    $("speech-status").textContent = s ? s.raw || t(s.key, s.vars) : "";
+    $("speech-status").className = s ? s.className : "";
+  }
+
+  function renderSpeech() {
+    for (const line of state.speech.lines) renderCaptionLine(line);
+    renderCaptionsNote();
+    renderRisks();
+    renderPlayed();
+    renderVoiceChip();
+    renderPlayButtons();
+    renderSpeechStatus();
+    renderHangUp();
+  }
+
   // -- test hook -------------------------------------------------------------------------
 
   async function stats() {
@@ -894,6 +1390,26 @@
           alert_id: a.alert_id, kind: a.kind, severity: a.severity, role: a.role, participant_id: a.participant_id,
         })),
       },
+      speech: speechStats(),
+    };
+  }
+
+  function speechStats() {
+    const sp = state.speech;
+    const line = (l) => ({ participant_id: l.participant_id, role: l.role, name: l.name, text: l.text, seq: l.seq, risk: l.risk });
+    return {
+      captions: sp.lines.filter((l) => l.final).map(line),
+      partials: [...sp.partials.values()].map(line),
+      risks: sp.risks.map((r) => ({
+        id: r.id, rule: r.rule, category: r.alert.category, severity: r.alert.severity, role: r.alert.role,
+        participant_id: r.alert.participant_id, phrase: r.alert.phrase, count: r.count, dismissed: r.dismissed,
+      })),
+      played: [...sp.played.values()].map(({ id, kind, text, language, state: s, error }) => ({ id, kind, text, language, state: s, error })),
+      voiceSpeaking: sp.speaking.size > 0,
+      voiceAudio: [...document.querySelectorAll("#voice-audio audio")].filter((a) => a.srcObject && a.srcObject.getAudioTracks().length).length,
+      info: state.speechInfo,
+      finishing: state.finishing,
+      reminder: state.lastReminder,
     };
   }
 
@@ -919,6 +1435,10 @@
     $("push").addEventListener("click", pushMaterial);
     $("material-file").addEventListener("change", uploadMaterial);
     $("point").addEventListener("click", togglePointer);
+    $("script").addEventListener("click", (event) => {
+      const button = event.target.closest("button.play");
+      if (button) playScript(button);
+    });
     $("slide-select").addEventListener("change", previewMaterial);
     $("material-text").addEventListener("input", previewMaterial);
     $("material-preview").addEventListener("mousemove", movePointer);

@@ -1,6 +1,9 @@
 // Teller compliance replay: search recorded sessions, replay one with its timeline,
 // evidence and transcript, download the originals or export them all, put a session on
 // legal hold (compliance only), and score the sessions drawn for this week's spot check.
+// The transcript is masked; its risk hits and the prompts played are marked in it; compliance
+// can reveal the masked personal data of its lines with a reason (audited, not kept here
+// beyond the open session).
 //
 // REST: /v1/recordings (docs/recording.md). Every call needs a compliance token (or a
 // supervisor's for room "*"); media and download links carry it as ?access_token= since a
@@ -20,7 +23,9 @@
     "call_confirmation_requested", "call_confirmation_answered", "confirmation_requested", "confirmation_answered",
     "snapshot", "material_pushed", "identity_check",
   ]);
-  const ALERTS = new Set(["quality_alert", "risk_keyword", "identity_override"]);
+  const ALERTS = new Set(["quality_alert", "risk_keyword", "identity_override", "tts_failed"]);
+  // Risk cues heard in the session (teller/speech): red on the timeline and in the transcript.
+  const RISKS = new Set(["fraud_risk", "content_risk"]);
 
   // All UI text, per language (like the other pages). English unless ?lang=zh or the
   // switch says otherwise; another language is one more entry here (and a button).
@@ -65,6 +70,21 @@
       q_lossDown: "下行丢包 平均 / 最高", q_rtt: "平均往返时延", q_freezes: "卡顿", q_level: "总体质量", q_mosMin: "最低 MOS",
       q_alertsRaised: "质量告警", q_tierChanges: "档位变化", freezesValue: "{n} 次（{s} 秒）", cleared: "已解除", tierChange: "{who}：{from} → {to}", summaryText: "{who}：MOS 平均 {mos}",
       who_customer: "客户", who_agent: "坐席", cannotQuality: "无法加载通话质量：{error}",
+      who_service: "语音播报", who_supervisor: "主管", who_officer: "专员", role_customer: "客户", role_agent: "坐席", role_service: "语音播报",
+      downloadVtt: "下载 WebVTT", downloadVttLabel: "下载本会话的 WebVTT 字幕文件", noTranscript: "没有转写文本。",
+      transcriptLoading: "正在加载转写文本…", cannotTranscript: "无法加载转写文本：{error}",
+      transcriptSummary: "{lines} 句 · {risks} 个风险提示 · {played} 次语音播报", playFrom: "从 {at} 开始播放", speakerSays: "{who}：",
+      piiMasked: "含已遮盖的个人信息", piiTag: "已遮盖", revealedTag: "（已显示原文）", revealError: "（原文无法打开）",
+      revealPii: "显示个人信息", hidePii: "隐藏个人信息", revealReason: "显示原因", revealReasonPlaceholder: "例如：投诉编号", reveal: "显示",
+      cancel: "取消", revealAudited: "此次查看将写入审计日志。", revealing: "正在显示个人信息…",
+      revealedNotice: "已显示 {n} 句中的个人信息（原因：{reason}）。此次查看已写入审计日志。",
+      cannotReveal: "无法显示个人信息：{error}", revealComplianceOnly: "只有合规人员可以显示个人信息。", piiHidden: "个人信息已重新遮盖。",
+      fraudRisk: "诈骗风险", contentRisk: "内容风险", riskHit: "{kind}：“{phrase}”", riskBy: "{kind}：“{phrase}”（{who}）",
+      severity_critical: "严重", severity_warning: "警告",
+      risk_fraud_coaching: "诈骗话术", risk_abusive: "辱骂", risk_unlawful: "违规内容",
+      promptPlayed: "语音播报", promptText: "{kind}：{text}",
+      played_risk_prompt: "风险提示", played_anti_fraud: "反诈提醒", played_script: "话术", played_broadcast: "为客户朗读",
+      ev_fraud_risk: "诈骗风险", ev_content_risk: "内容风险", ev_tts_played: "语音播报", ev_tts_failed: "语音播报失败", ev_transcript: "语音转写",
     },
     en: {
       htmlLang: "en", title: "Teller compliance replay", language: "Language", sections: "Sections", yourName: "Your name", role: "Role",
@@ -107,6 +127,21 @@
       q_lossDown: "Loss down avg / max", q_rtt: "RTT avg", q_freezes: "Freezes", q_level: "Overall", q_mosMin: "Worst MOS",
       q_alertsRaised: "Quality alerts", q_tierChanges: "Tier changes", freezesValue: "{n} ({s} s)", cleared: "cleared", tierChange: "{who}: {from} → {to}", summaryText: "{who}: MOS avg {mos}",
       who_customer: "customer", who_agent: "agent", cannotQuality: "Cannot load the call quality: {error}",
+      who_service: "voice prompts", who_supervisor: "supervisor", who_officer: "officer", role_customer: "customer", role_agent: "agent", role_service: "voice prompts",
+      downloadVtt: "Download WebVTT", downloadVttLabel: "Download this session's transcript as WebVTT captions", noTranscript: "No transcript.",
+      transcriptLoading: "Loading the transcript…", cannotTranscript: "Cannot load the transcript: {error}",
+      transcriptSummary: "{lines} line(s) · {risks} risk hit(s) · {played} prompt(s) played", playFrom: "Play from {at}", speakerSays: "{who}: ",
+      piiMasked: "Personal data masked", piiTag: "masked", revealedTag: " (revealed)", revealError: " (the original cannot be opened)",
+      revealPii: "Reveal personal data", hidePii: "Hide personal data", revealReason: "Reason for the reveal", revealReasonPlaceholder: "e.g. complaint number", reveal: "Reveal",
+      cancel: "Cancel", revealAudited: "This reveal is written to the audit log.", revealing: "Revealing personal data…",
+      revealedNotice: "Personal data revealed in {n} line(s) (reason: {reason}). This reveal is written to the audit log.",
+      cannotReveal: "Cannot reveal the personal data: {error}", revealComplianceOnly: "Only compliance staff can reveal personal data.", piiHidden: "Personal data masked again.",
+      fraudRisk: "Fraud risk", contentRisk: "Content risk", riskHit: "{kind}: “{phrase}”", riskBy: "{kind}: “{phrase}” ({who})",
+      severity_critical: "critical", severity_warning: "warning",
+      risk_fraud_coaching: "fraud coaching", risk_abusive: "abusive", risk_unlawful: "unlawful",
+      promptPlayed: "Prompt played", promptText: "{kind}: {text}",
+      played_risk_prompt: "risk reminder", played_anti_fraud: "anti-fraud reminder", played_script: "script", played_broadcast: "read aloud for the customer",
+      ev_fraud_risk: "fraud risk", ev_content_risk: "content risk", ev_tts_played: "prompt played", ev_tts_failed: "prompt failed", ev_transcript: "speech",
     },
   };
   const texts = TellerPage.texts(TellerPage.withQuality(STRINGS), params.get("lang"));
@@ -120,7 +155,7 @@
     query: null,
     results: [],
     cursor: null,
-    // The open session: {session, files, evaluations, manifest_ok, events, cues, source, offset, pendingSeek, shown}.
+    // The open session: {session, files, evaluations, manifest_ok, events, transcript, source, offset, pendingSeek, shown}.
     detail: null,
     spot: null,
     returnTab: "recordings",
@@ -365,8 +400,12 @@
     state.detail = {
       session: body.session, files, evaluations: body.evaluations || [], manifest_ok: body.manifest_ok ?? null,
       // shown: the seq of the evidence on show (undefined: the panel still shows another session's).
-      events: [], cues: [], source: null, offset: 0, pendingSeek: null, shown: undefined,
+      events: [], source: null, offset: 0, pendingSeek: null, shown: undefined,
       quality: null, // quality.json, when the session has one
+      // The transcript (GET …/transcript): null until loaded; transcriptState "loading" | "ok" | "none" | "error".
+      transcript: null, transcriptState: "loading", transcriptError: "", items: [],
+      revealed: null, // after a reveal: {reason, texts: Map(line index -> unmasked text), errors: Set(line index)}
+      revealing: false,
     };
     $("search-view").hidden = true;
     $("detail").hidden = false;
@@ -391,6 +430,8 @@
     player.removeAttribute("src");
     player.load();
     state.detail = null;
+    $("reveal-form").hidden = true;
+    $("reveal-reason").value = "";
   }
 
   function back() {
@@ -406,7 +447,8 @@
       const body = await api("GET", `${sessionPath(sid)}/timeline`);
       if (state.detail?.session.session_id !== sid) return;
       const start = body.started_at ?? state.detail.session.started_at ?? 0;
-      state.detail.events = (body.events || [])
+      // Each transcript line is an event too: the transcript panel shows those, not the bar.
+      state.detail.events = (body.events || []).filter((ev) => ev.type !== "transcript")
         .map((ev) => ({ ...ev, t: typeof ev.t === "number" ? ev.t : (ev.ts || start) - start }))
         .sort((a, b) => a.t - b.t || a.seq - b.seq);
     } catch (error) {
@@ -417,23 +459,40 @@
     renderTimeline();
   }
 
-  // No transcript is normal: the panel stays hidden (the file list says whether there is one).
+  // The masked transcript (docs/recording.md): a 404 (transcript_not_found) is normal, the
+  // panel says "No transcript". Older transcripts had `cues` ({start, end, speaker, text}).
   async function loadTranscript(sid) {
-    if (!(state.detail?.files || []).some((f) => f.kind === "transcript")) {
-      state.detail.cues = [];
+    const d = state.detail;
+    if (d?.session.session_id !== sid) return;
+    d.transcriptState = "loading";
+    renderTranscript();
+    let body = null;
+    try {
+      body = await api("GET", `${sessionPath(sid)}/transcript`);
+    } catch (error) {
+      if (state.detail !== d) return;
+      d.transcriptState = error.status === 404 ? "none" : "error";
+      d.transcriptError = error.message;
+      if (error.status === 401) failed(error, "cannotTranscript");
       renderTranscript();
       return;
     }
-    try {
-      const body = await api("GET", `${sessionPath(sid)}/transcript`);
-      if (state.detail?.session.session_id !== sid) return;
-      state.detail.cues = body.cues || [];
-    } catch (error) {
-      if (state.detail?.session.session_id !== sid) return;
-      state.detail.cues = [];
-      if (error.status !== 404) failed(error, "cannotOpen");
-    }
+    if (state.detail !== d) return;
+    d.transcript = normaliseTranscript(body);
+    d.transcriptState = d.transcript.lines.length || d.transcript.risk.length || d.transcript.played.length ? "ok" : "none";
     renderTranscript();
+  }
+
+  const num = (x, fallback = 0) => (typeof x === "number" && Number.isFinite(x) ? x : fallback);
+
+  function normaliseTranscript(body) {
+    const started = num(body?.started_at, state.detail?.session.started_at || 0);
+    const offsetOf = (x) => (typeof x.offset_s === "number" ? x.offset_s : typeof x.ts === "number" && started ? Math.max(0, x.ts - started) : 0);
+    const lines = Array.isArray(body?.lines)
+      ? body.lines.filter((l) => l && typeof l === "object").map((l) => ({ ...l, start_s: num(l.start_s), end_s: num(l.end_s, num(l.start_s)) }))
+      : (Array.isArray(body?.cues) ? body.cues : []).map((c) => ({ start_s: num(c.start), end_s: num(c.end, num(c.start)), name: c.speaker, text: c.text, pii: false }));
+    const list = (key) => (Array.isArray(body?.[key]) ? body[key].filter((x) => x && typeof x === "object").map((x) => ({ ...x, offset_s: offsetOf(x) })) : []);
+    return { started_at: started, lines, risk: list("risk"), played: list("played") };
   }
 
   // quality.json (the finaliser writes it from the session's quality events), through
@@ -671,12 +730,22 @@
     if (ev.type === "quality_summary") {
       return `${eventName(ev)} — ${t("summaryText", { who: personName(ev), mos: fixed(ev.mos_avg, 2) })}`;
     }
+    if (RISKS.has(ev.type)) {
+      const severity = ev.severity ? ` · ${tOr(`severity_${ev.severity}`, ev.severity)}` : "";
+      return `${eventName(ev)} — “${ev.phrase || ev.rule || ""}”${ev.role ? ` (${roleName(ev.role)})` : ""}${severity}`;
+    }
+    if (ev.type === "tts_played" || ev.type === "tts_failed") {
+      const what = ev.kind ? tOr(`played_${ev.kind}`, ev.kind) : "";
+      return `${eventName(ev)} — ${[what, ev.text || ev.error].filter(Boolean).join(": ")}`;
+    }
     return ev.label ? `${eventName(ev)} — ${ev.label}` : eventName(ev);
   }
 
   function eventClass(ev) {
     if (ev.type === "quality_alert") return ev.state === "cleared" ? "alert cleared" : "alert";
     if (ev.type === "tier_changed") return "quality";
+    if (RISKS.has(ev.type)) return `alert risk${ev.severity === "critical" ? " critical" : ""}`;
+    if (ev.type === "tts_played") return "prompt";
     if (EVIDENCE.has(ev.type)) return "evidence";
     if (ALERTS.has(ev.type)) return "alert";
     if (/barge|whisper|monitor|force/.test(String(ev.type))) return "supervisor";
@@ -694,7 +763,7 @@
     const markers = d.events.map((ev) => {
       if (ev.t - clusterT > span * 0.012) { clusterT = ev.t; inCluster = 0; } else { inCluster += 1; }
       const marker = el("button", {
-        type: "button", class: `marker ${eventClass(ev)}`, "data-seq": ev.seq, "data-type": ev.type, "data-t": ev.t,
+        type: "button", class: `marker ${eventClass(ev)}`, "data-seq": ev.seq, "data-type": ev.type, "data-t": ev.t, "data-severity": ev.severity,
         title: `${clock(ev.t)} ${eventText(ev)}`, "aria-label": `${clock(ev.t)} ${eventText(ev)}`,
       });
       marker.style.left = inCluster ? `calc(${percent(ev.t)} + ${inCluster * 0.95}rem)` : percent(ev.t);
@@ -770,19 +839,196 @@
     $("evidence-body").replaceChildren(...parts);
   }
 
+  // -- The transcript: lines, risk hits and prompts played, by time ------------------------
+
+  // mm:ss (h:mm:ss past an hour) of an offset in the session.
+  function mmss(seconds) {
+    const s = Math.max(0, Math.floor(seconds || 0));
+    const m = Math.floor(s / 60);
+    const ss = String(s % 60).padStart(2, "0");
+    return m >= 60 ? `${Math.floor(m / 60)}:${String(m % 60).padStart(2, "0")}:${ss}` : `${String(m).padStart(2, "0")}:${ss}`;
+  }
+
+  const roleName = (role) => tOr(`role_${role}`, tOr(`who_${role}`, String(role || "")));
+  const riskKind = (hit) => (hit.category === "fraud_coaching" ? t("fraudRisk") : t("contentRisk"));
+
+  // Which line a risk hit was heard in: it is raised when the line is final, so after the
+  // line ends; the latest line of that speaker (role) before it that has the phrase, else
+  // the latest of that speaker shortly before. A hit in the chat has no line.
+  function lineOfRisk(lines, hit) {
+    if (hit.source === "chat") return null;
+    const at = hit.offset_s + 0.5;
+    const phrase = String(hit.phrase || "").toLowerCase();
+    const before = lines.filter((l) => l.line.start_s <= at && (!hit.role || !l.line.role || l.line.role === hit.role)).reverse();
+    return (phrase && before.find((l) => at - l.line.end_s <= 120 && String(l.line.text || "").toLowerCase().includes(phrase)))
+      || before.find((l) => at - l.line.end_s <= 15) || null;
+  }
+
+  function transcriptItems(tr) {
+    const lines = tr.lines.map((line, index) => ({ kind: "line", at: line.start_s, line, index, risks: [] }));
+    const others = [];
+    for (const hit of tr.risk) {
+      const line = lineOfRisk(lines, hit);
+      if (line) line.risks.push(hit);
+      else others.push({ kind: "risk", at: hit.offset_s, hit });
+    }
+    for (const played of tr.played) others.push({ kind: "played", at: played.offset_s, played });
+    return [...lines, ...others].sort((a, b) => a.at - b.at); // stable: a line before what happened at its moment
+  }
+
+  function riskBadge(hit) {
+    const severity = hit.severity === "critical" ? "critical" : "warning";
+    const label = hit.role ? t("riskBy", { kind: riskKind(hit), phrase: hit.phrase || hit.rule || "", who: roleName(hit.role) })
+      : t("riskHit", { kind: riskKind(hit), phrase: hit.phrase || hit.rule || "" });
+    const detail = [tOr(`risk_${hit.category}`, hit.category || ""), tOr(`severity_${severity}`, severity), hit.rule].filter(Boolean).join(" · ");
+    return el("span", { class: "risk-badge", "data-category": hit.category || "", "data-severity": severity, "data-rule": hit.rule || "", title: detail },
+      `⚠ ${label}`);
+  }
+
+  function lineText(item) {
+    const d = state.detail;
+    const { line, index } = item;
+    const revealed = d.revealed?.texts.get(index);
+    if (line.pii && typeof revealed === "string") {
+      return [el("mark", { class: "text revealed", "data-revealed": "true" }, revealed), el("span", { class: "revealed-tag" }, t("revealedTag"))];
+    }
+    const parts = [el("span", { class: "text" }, line.text || "")];
+    if (line.pii) {
+      parts.push(" ", el("span", { class: "pii", title: t("piiMasked"), "aria-label": t("piiMasked") }, t("piiTag")));
+      if (d.revealed?.errors.has(index)) parts.push(el("span", { class: "revealed-tag error" }, t("revealError")));
+    }
+    return parts;
+  }
+
+  function transcriptItem(item) {
+    const at = el("button", { type: "button", class: "cue-at", "aria-label": t("playFrom", { at: mmss(item.at) }) }, mmss(item.at));
+    let node;
+    if (item.kind === "line") {
+      const { line } = item;
+      const critical = item.risks.some((h) => h.severity === "critical");
+      const who = line.name ? `${line.name} (${roleName(line.role)})` : roleName(line.role) || t("unknown");
+      node = el("li", {
+        class: ["line", item.risks.length ? "risk" : "", critical ? "critical" : ""].filter(Boolean).join(" "),
+        "data-index": item.index, "data-start": line.start_s, "data-end": line.end_s, "data-role": line.role || "",
+        "data-pii": String(Boolean(line.pii)), "data-risk": item.risks.length ? String(item.risks.length) : null,
+      }, at, " ", el("strong", { class: "speaker", "data-role": line.role || "" }, t("speakerSays", { who })), ...lineText(item),
+      item.risks.length ? el("span", { class: "risk-badges" }, ...item.risks.map(riskBadge)) : null);
+    } else if (item.kind === "risk") {
+      node = el("li", { class: `risk-hit${item.hit.severity === "critical" ? " critical" : ""}`, "data-start": item.at, "data-category": item.hit.category || "" },
+        at, " ", riskBadge(item.hit));
+    } else {
+      const p = item.played;
+      node = el("li", { class: "played", "data-start": item.at, "data-kind": p.kind || "" },
+        at, " ", el("span", { class: "played-label" }, `▶ ${t("promptPlayed")}`), " ",
+        el("span", { class: "text" }, t("promptText", { kind: tOr(`played_${p.kind}`, p.kind || ""), text: p.text || "" })));
+    }
+    // The whole entry seeks (the time button is its keyboard way in).
+    node.addEventListener("click", (event) => {
+      if (event.target.closest("a, input")) return;
+      seekTo(item.at);
+    });
+    return node;
+  }
+
   function renderTranscript() {
     const d = state.detail;
     if (!d) return;
-    $("transcript-panel").hidden = d.cues.length === 0;
-    $("transcript").replaceChildren(...d.cues.map((cue, i) => {
-      const item = el("li", { class: "cue", "data-index": i, "data-start": cue.start, "data-end": cue.end },
-        el("button", { type: "button", class: "cue-at" }, clock(cue.start)), " ",
-        cue.speaker ? el("strong", { class: "speaker" }, `${cue.speaker}: `) : null,
-        el("span", { class: "text" }, cue.text || ""));
-      item.firstChild.addEventListener("click", () => seekTo(cue.start));
-      return item;
-    }));
+    const tr = d.transcript;
+    const has = d.transcriptState === "ok" && tr;
+    d.items = has ? transcriptItems(tr) : [];
+    const stateLine = $("transcript-state");
+    stateLine.className = d.transcriptState === "error" ? "error" : "muted";
+    stateLine.dataset.state = d.transcriptState;
+    stateLine.textContent = d.transcriptState === "loading" ? t("transcriptLoading")
+      : d.transcriptState === "none" ? t("noTranscript")
+      : d.transcriptState === "error" ? t("cannotTranscript", { error: d.transcriptError })
+      : t("transcriptSummary", { lines: tr.lines.length, risks: tr.risk.length, played: tr.played.length });
+    $("transcript-panel").dataset.state = d.transcriptState;
+    $("transcript").replaceChildren(...d.items.map(transcriptItem));
+    const sid = d.session.session_id;
+    const vtt = $("transcript-vtt");
+    vtt.hidden = !(has && tr.lines.length);
+    if (!vtt.hidden) {
+      vtt.href = `${sessionPath(sid)}/transcript.vtt?access_token=${enc(state.token)}`;
+      vtt.setAttribute("download", `${sid}.vtt`);
+      vtt.setAttribute("aria-label", t("downloadVttLabel"));
+    } else {
+      vtt.removeAttribute("href");
+    }
+    renderReveal();
     update(sessionTime());
+  }
+
+  // -- Reveal (compliance only, audited) ------------------------------------------------------
+
+  function renderReveal() {
+    const d = state.detail;
+    const button = $("reveal-open");
+    const pii = d?.transcriptState === "ok" && d.transcript.lines.some((l) => l.pii);
+    button.hidden = !(pii && state.role === "compliance");
+    const shown = Boolean(d?.revealed);
+    button.textContent = shown ? t("hidePii") : t("revealPii");
+    button.setAttribute("aria-pressed", String(shown));
+    button.setAttribute("aria-expanded", String(!$("reveal-form").hidden));
+    button.disabled = Boolean(d?.revealing);
+    if (button.hidden) $("reveal-form").hidden = true;
+    const notice = $("reveal-notice");
+    notice.hidden = !shown;
+    notice.textContent = shown ? t("revealedNotice", { n: d.revealed.texts.size, reason: d.revealed.reason }) : "";
+  }
+
+  function toggleReveal() {
+    const d = state.detail;
+    if (!d) return;
+    if (d.revealed) {  // mask again; nothing to ask the server
+      d.revealed = null;
+      renderTranscript();
+      setStatus(t("piiHidden"));
+      return;
+    }
+    const form = $("reveal-form");
+    form.hidden = !form.hidden;
+    renderReveal();
+    if (!form.hidden) $("reveal-reason").focus();
+  }
+
+  function cancelReveal() {
+    $("reveal-form").hidden = true;
+    $("reveal-reason").value = "";
+    renderReveal();
+    $("reveal-open").focus();
+  }
+
+  async function reveal(event) {
+    event.preventDefault();
+    const d = state.detail;
+    const reason = $("reveal-reason").value.trim();
+    if (!d || !reason || d.revealing) return;
+    d.revealing = true;
+    $("reveal-submit").disabled = true;
+    renderReveal();
+    setStatus(t("revealing"));
+    try {
+      const body = await api("POST", `${sessionPath(d.session.session_id)}/transcript/reveal`, { reason });
+      if (state.detail !== d) return;
+      const texts = new Map();
+      const errors = new Set();
+      (Array.isArray(body.lines) ? body.lines : []).forEach((line, i) => {
+        if (typeof line?.revealed === "string") texts.set(i, line.revealed);
+        else if (line?.revealed_error) errors.add(i);
+      });
+      d.revealed = { reason, texts, errors };
+      $("reveal-form").hidden = true;
+      $("reveal-reason").value = "";
+      setStatus(t("revealedNotice", { n: texts.size, reason }), "ok");
+    } catch (error) {
+      if (error.status === 403) setStatus(t("cannotReveal", { error: t("revealComplianceOnly") }), "error");
+      else failed(error, "cannotReveal");
+    } finally {
+      d.revealing = false;
+      $("reveal-submit").disabled = false;
+      if (state.detail === d) renderTranscript();
+    }
   }
 
   // Everything that follows the playhead: the bar, the current event, cue and evidence.
@@ -796,8 +1042,10 @@
     for (const item of $("event-list").children) item.classList.toggle("current", Number(item.dataset.seq) === current);
     const list = $("transcript");
     for (const item of list.children) {
-      const cue = d.cues[Number(item.dataset.index)];
-      const on = Boolean(cue) && cue.start <= t0 && t0 < cue.end;
+      // A line is current from its start until it ends (at least half a second).
+      const start = Number(item.dataset.start);
+      const end = item.classList.contains("line") ? Math.max(Number(item.dataset.end), start + 0.5) : start + 0.5;
+      const on = start <= t0 + 0.05 && t0 < end;
       if (on === item.classList.contains("current")) continue;
       item.classList.toggle("current", on);
       if (on) {
@@ -996,6 +1244,9 @@
     $("player").addEventListener("seeked", () => update(sessionTime()));
     $("timeline-bar").addEventListener("click", seekOnBar);
     $("hold-form").addEventListener("submit", toggleHold);
+    $("reveal-open").addEventListener("click", toggleReveal);
+    $("reveal-cancel").addEventListener("click", cancelReveal);
+    $("reveal-form").addEventListener("submit", reveal);
     $("eval-form").addEventListener("submit", evaluate);
     $("spot-form").addEventListener("submit", loadSpot);
     $("tab-recordings").addEventListener("click", () => showTab("recordings"));

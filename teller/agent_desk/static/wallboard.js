@@ -5,6 +5,9 @@
 // which also resumes a dropped connection: Monitor joins the call's room
 // hidden and subscribes to everyone, Whisper publishes the microphone (only staff can
 // receive it), Barge in reveals the supervisor to the customer, Stop leaves.
+// Live quality and risk cues (fraud coaching, abusive or unlawful talk: `risk` in the list)
+// mark the sessions that need a supervisor first; the monitored call shows its risk alerts
+// and live captions as the server sends them (`speech.risk`, `speech.caption`).
 "use strict";
 
 (() => {
@@ -46,6 +49,10 @@
       cannotStats: "无法加载统计：{error}", downloaded: "已下载 {name}。", cannotDownload: "无法下载 CSV：{error}",
       role_customer: "客户", role_agent: "坐席", role_supervisor: "主管",
       quality: "质量", qualityLabel: "通话质量：{level}", worstMos: "最低 MOS {mos}", alertCount: "{n} 条质量告警：{list}",
+      risk: "风险", fraudRisk: "诈骗风险", contentRisk: "内容风险", riskNone: "未发现风险",
+      riskLabel: "{kind}（{severity}）：{n} 次。最近：“{phrase}”（{who}）。建议：{advice}", riskAdvice: "建议：{advice}",
+      severity_critical: "严重", severity_warning: "警告", riskAlerts: "风险提示", captions: "实时字幕",
+      role_service: "语音播报", partialCaption: "（识别中）",
       skill_cards: "信用卡", skill_loans: "贷款", skill_payments: "支付结算", skill_pensions: "养老金", skill_service: "综合服务", skill_wealth: "财富管理",
     },
     en: {
@@ -76,11 +83,19 @@
       cannotStats: "Cannot load the statistics: {error}", downloaded: "Downloaded {name}.", cannotDownload: "Cannot download the CSV: {error}",
       role_customer: "customer", role_agent: "agent", role_supervisor: "supervisor",
       quality: "Quality", qualityLabel: "Call quality: {level}", worstMos: "worst MOS {mos}", alertCount: "{n} quality alert(s): {list}",
+      risk: "Risk", fraudRisk: "Fraud risk", contentRisk: "Content risk", riskNone: "No risk heard",
+      riskLabel: "{kind} ({severity}): {n} hit(s). Last: “{phrase}” ({who}). Advice: {advice}", riskAdvice: "Advice: {advice}",
+      severity_critical: "critical", severity_warning: "warning", riskAlerts: "Risk alerts", captions: "Live captions",
+      role_service: "voice prompts", partialCaption: " (hearing…)",
     },
   };
   const texts = TellerPage.texts(TellerPage.withQuality(STRINGS), params.get("lang"));
   const { t, tOr } = texts;
-  const state = { token: params.get("token") || null, queues: {}, agents: [], live: [], waiting: [], stats: [], businesses: new Map(), timer: null };
+  const state = {
+    token: params.get("token") || null, queues: {}, agents: [], live: [], waiting: [], stats: [], businesses: new Map(), timer: null,
+    // Calls in which a critical risk cue was heard (the list's `risk.last` says only the latest).
+    critical: new Set(),
+  };
   // The call being supervised (null when none): see "Supervision" below.
   let monitor = null;
 
@@ -183,25 +198,67 @@
     return cell;
   }
 
-  // Poor sessions first, then fair, then good, then those with no figures yet; the rest as listed.
-  function byQuality(calls) {
-    const rank = (call) => LEVEL_RANK[levelOf(call)] ?? 3;
+  // -- Live risk (GET /v1/calls: `risk` on a connected call in which a risk cue was heard) ---
+
+  const riskOf = (call) => (call.risk && Number(call.risk.hits) > 0 ? call.risk : null);
+  const riskSeverity = (call) => {
+    const risk = riskOf(call);
+    if (!risk) return "none";
+    return risk.last?.severity === "critical" || state.critical.has(call.call_id) ? "critical" : "warning";
+  };
+  const riskKind = (risk) => ((risk.categories || []).includes("fraud_coaching") || risk.last?.category === "fraud_coaching" ? "fraud" : "content");
+  const adviceText = (advice) => (advice && typeof advice === "object" ? advice[texts.lang] || advice.en || Object.values(advice)[0] || "" : String(advice || ""));
+
+  // A badge (fraud or content risk, red when critical) with the count; its title and
+  // accessible name say the last phrase, who said it, and the advice to the agent.
+  function riskCell(call) {
+    const risk = riskOf(call);
+    const severity = riskSeverity(call);
+    const cell = el("td", { class: "risk", "data-column": "risk", "data-severity": severity });
+    if (!risk) {
+      cell.append(el("span", { class: "risk-none", role: "img", "aria-label": t("riskNone"), title: t("riskNone") }, "—"));
+      return cell;
+    }
+    const kind = riskKind(risk);
+    const last = risk.last || {};
+    const advice = adviceText(last.advice);
+    const label = t("riskLabel", {
+      kind: t(kind === "fraud" ? "fraudRisk" : "contentRisk"), severity: t(`severity_${severity}`), n: risk.hits,
+      phrase: last.phrase || "", who: tOr(`role_${last.role}`, last.role || ""), advice,
+    });
+    cell.dataset.kind = kind;
+    cell.append(
+      el("span", {
+        class: "risk-badge", tabindex: "0", role: "img", title: label, "aria-label": label,
+        "data-kind": kind, "data-severity": severity, "data-count": String(risk.hits),
+      }, `⚠ ${t(kind === "fraud" ? "fraudRisk" : "contentRisk")} · ${risk.hits}`),
+      last.phrase ? el("span", { class: "risk-phrase", title: advice ? t("riskAdvice", { advice }) : "" }, `“${last.phrase}”`) : "",
+    );
+    return cell;
+  }
+
+  // Sessions with a critical risk cue first, then poor, fair, good quality, then those with
+  // no figures yet; the rest as listed.
+  function byAttention(calls) {
+    const rank = (call) => (riskSeverity(call) === "critical" ? -1 : LEVEL_RANK[levelOf(call)] ?? 3);
     return calls.map((call, i) => [call, i]).sort(([a, i], [b, j]) => rank(a) - rank(b) || i - j).map(([call]) => call);
   }
 
   function renderLive() {
-    const rows = byQuality(state.live).map((call) => {
+    const rows = byAttention(state.live).map((call) => {
       const end = el("button", { type: "button", class: "danger force-end", "aria-label": t("forceEndLabel", { who: call.customer?.name || t("customerWord") }) }, t("forceEnd"));
       end.addEventListener("click", () => forceEnd(call));
       const later = supervisionButtons(call);
       const level = levelOf(call);
-      return el("tr", { "data-call-id": call.call_id, "data-quality-level": level,
-        class: [monitor?.callId === call.call_id ? "monitored" : "", `quality-${level}`].filter(Boolean).join(" ") },
+      const risk = riskSeverity(call);
+      return el("tr", { "data-call-id": call.call_id, "data-quality-level": level, "data-risk": risk,
+        class: [monitor?.callId === call.call_id ? "monitored" : "", `quality-${level}`, risk !== "none" ? `risk-${risk}` : ""].filter(Boolean).join(" ") },
         el("td", {}, businessName(call.business)),
         el("td", {}, call.customer?.name || call.customer?.identity || ""),
         el("td", {}, (call.parties || [call.agent_id]).map(agentName).join(", ")),
         el("td", {}, duration(now() - (call.answered_at || now()))),
         qualityCell(call),
+        riskCell(call),
         el("td", { class: "actions" }, end, ...later));
     });
     $("live").tBodies[0].replaceChildren(...rows);
@@ -232,6 +289,8 @@
     state.agents = agents.agents;
     state.live = calls.calls.filter((c) => c.state === "connected");
     state.waiting = calls.calls.filter((c) => c.state === "queued" || c.state === "ringing");
+    for (const call of state.live) if (riskOf(call)?.last?.severity === "critical") state.critical.add(call.call_id);
+    for (const id of state.critical) if (!state.live.some((c) => c.call_id === id)) state.critical.delete(id);
     if (monitor && !state.live.some((c) => c.call_id === monitor.callId)) stopMonitor(t("theCallEnded"));
     renderQueues();
     renderAgents();
@@ -424,7 +483,62 @@
         : monitor.publisher ? t("whispering")
         : t("watching"));
     }
+    renderMonitorSpeech();
     renderLive();
+  }
+
+  // -- Speech in the monitored call: risk alerts (`speech.risk`, staff only) and captions
+  // (`speech.caption`), both from the server (no participant may send them) ----------------
+
+  const MONITOR_RISKS = 20;
+  const MONITOR_CAPTIONS = 8;
+
+  function onMonitorData(m, message) {
+    const payload = message.payload;
+    if (message.from_participant_id != null || !payload || typeof payload !== "object") return;
+    if (message.topic === "speech.risk") {
+      if (payload.id && m.risks.some((r) => r.id === payload.id)) return;
+      m.risks = [...m.risks, payload].slice(-MONITOR_RISKS);
+      if (payload.severity === "critical") state.critical.add(m.callId);
+      renderMonitorSpeech();
+      renderLive();
+    } else if (message.topic === "speech.caption" && typeof payload.text === "string") {
+      const who = String(payload.participant_id || "");
+      if (payload.final) {
+        m.partials.delete(who);
+        m.captions = [...m.captions, payload].slice(-MONITOR_CAPTIONS);
+      } else {
+        m.partials.set(who, payload);
+      }
+      renderMonitorSpeech();
+    }
+  }
+
+  function speakerName(payload) {
+    const role = payload.role ? tOr(`role_${payload.role}`, payload.role) : "";
+    return payload.name ? (role ? `${payload.name} (${role})` : payload.name) : role || t("participant");
+  }
+
+  function renderMonitorSpeech() {
+    const m = monitor;
+    const risks = m ? [...m.risks].reverse() : [];
+    $("monitor-risk-panel").hidden = risks.length === 0;
+    $("monitor-risks").replaceChildren(...risks.map((r) => {
+      const severity = r.severity === "critical" ? "critical" : "warning";
+      const kind = r.category === "fraud_coaching" ? "fraud" : "content";
+      const advice = adviceText(r.advice);
+      return el("li", { class: "monitor-risk", "data-id": r.id || "", "data-severity": severity, "data-kind": kind, "data-rule": r.rule || "" },
+        el("span", { class: "risk-badge", "data-kind": kind, "data-severity": severity }, `⚠ ${t(kind === "fraud" ? "fraudRisk" : "contentRisk")}`), " ",
+        el("span", { class: "since" }, r.ts ? new Date(r.ts * 1000).toLocaleTimeString(t("htmlLang")) : ""), " ",
+        el("strong", {}, `“${r.phrase || ""}”`), ` — ${speakerName(r)}`,
+        r.text ? el("p", { class: "risk-text" }, r.text) : "",
+        advice ? el("p", { class: "risk-advice" }, t("riskAdvice", { advice })) : "");
+    }));
+    const lines = m ? [...m.captions, ...m.partials.values()] : [];
+    $("monitor-captions-panel").hidden = lines.length === 0;
+    $("monitor-captions").replaceChildren(...lines.map((c) => el("li", {
+      class: `caption ${c.final ? "final" : "partial"}`, "data-participant-id": c.participant_id || "", "data-role": c.role || "", "data-seq": String(c.seq ?? ""),
+    }, el("strong", { class: "who" }, `${speakerName(c)}: `), c.text, c.final ? "" : el("span", { class: "since" }, t("partialCaption")))));
   }
 
   function monitorMessage(text, isError = false) {
@@ -445,6 +559,7 @@
     return client
       .on("participant_joined", mine((msg) => scheduleWatch(m, msg.participant.participant_id)))
       .on("participant_left", mine((msg) => removeWatched(m, msg.participant_id)))
+      .on("data", mine((msg) => onMonitorData(m, msg)))
       .on("track_published", mine((msg) => scheduleWatch(m, msg.participant_id)))
       .on("track_unpublished", mine((msg) => scheduleWatch(m, msg.participant_id)))
       .on("transport_closed", mine(({ publication, subscription }) => {
@@ -535,6 +650,7 @@
     const m = {
       callId: call.call_id, room: call.room, client: null, participantId: null, joined: false, hidden: true, revealed: false,
       busy: true, message: "", subscriptions: new Map(), timers: new Map(), publisher: null, mic: null,
+      risks: [], captions: [], partials: new Map(), // speech.risk and speech.caption heard while monitoring
     };
     m.client = newClient(m);
     monitor = m;
@@ -670,6 +786,9 @@
       whispering: Boolean(m.publisher?.transportId),
       whisperPacketsSent,
       revealed: m.revealed,
+      risks: m.risks.map((r) => ({ id: r.id, category: r.category, severity: r.severity, rule: r.rule, phrase: r.phrase })),
+      captions: m.captions.map((c) => c.text),
+      partials: [...m.partials.values()].map((c) => c.text),
     };
   }
 
@@ -684,6 +803,9 @@
       live: state.live.map((c) => c.call_id),
       quality: Object.fromEntries(state.live.map((c) => [c.call_id, c.quality
         ? { level: c.quality.level, mos_min: c.quality.mos_min, alerts: (c.quality.alerts || []).map((a) => a.kind) } : null])),
+      risk: Object.fromEntries(state.live.map((c) => [c.call_id, riskOf(c)
+        ? { hits: c.risk.hits, kind: riskKind(c.risk), severity: riskSeverity(c), phrase: c.risk.last?.phrase ?? null } : null])),
+      order: byAttention(state.live).map((c) => c.call_id),
       statistics: { by: state.statsBy, rows: state.stats },
       monitor: await monitorStats(),
     }),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 T = TypeVar("T")
@@ -46,6 +46,8 @@ class StageContext:
     options: dict[str, Any]
     send_data: Callable[[str, Any], None]
     request_keyframe: Callable[[], None]
+    # Shared services a process offers its stages by name (the speech hub...).
+    services: Mapping[str, Any] = field(default_factory=dict)
 
 
 class FrameStream(Generic[T]):
@@ -94,6 +96,12 @@ class FrameStream(Generic[T]):
 class Stage(ABC):
     name: ClassVar[str]
     spec: ClassVar[StageSpec]
+
+    @classmethod
+    def wants(cls, kind: str, role: str, services: Mapping[str, Any]) -> bool:
+        """Whether to attach to a publication; a stage whose choice rests on settings
+        (which roles to transcribe) decides here, before any decoder is built."""
+        return cls.spec.matches(kind, role)
 
     @abstractmethod
     async def run(self, ctx: StageContext, frames: FrameStream[Any]) -> None:

@@ -23,6 +23,13 @@ log = logging.getLogger("teller.sfu.stages")
 BUILTIN_STAGES: dict[str, type[Stage]] = {FrameCounter.name: FrameCounter}
 
 
+def builtin_stages() -> dict[str, type[Stage]]:
+    """The stages an operator can name; imported here, late, because they import this package."""
+    from ...speech.asr_stage import AsrStage
+
+    return {**BUILTIN_STAGES, AsrStage.name: AsrStage}
+
+
 class UnknownStage(ValueError):
     pass
 
@@ -37,7 +44,7 @@ class _Attached:
 
 class StageHost:
     def __init__(self, settings: StageSettings, registry: dict[str, type[Stage]] | None = None) -> None:
-        registry = dict(BUILTIN_STAGES if registry is None else registry)
+        registry = dict(builtin_stages() if registry is None else registry)
         unknown = [n for n in settings.enabled if n not in registry]
         if unknown:
             raise UnknownStage(f"unknown stage(s) {unknown}; known: {sorted(registry)}")
@@ -45,10 +52,12 @@ class StageHost:
         self._stages = [registry[n] for n in settings.enabled]
         self._attached: dict[str, _Attached] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # Shared services the stages of this process use, by name (see StageContext).
+        self.services: dict[str, Any] = {}
 
     def publication_added(self, room: Room, participant: Participant, publication: Publication) -> None:
         for stage_cls in self._stages:
-            if not stage_cls.spec.matches(publication.kind, participant.role):
+            if not stage_cls.wants(publication.kind, participant.role, self.services):
                 continue
             attached = self._attached.get(publication.id)
             if attached is None:
@@ -62,6 +71,7 @@ class StageHost:
                 options=dict(self._settings.options.get(stage_cls.name, {})),
                 send_data=lambda topic, payload, room=room: self._send(room, topic, payload),
                 request_keyframe=publication.request_keyframe,
+                services=self.services,
             )
             with logs.bind(room=room.name, participant=participant.id):
                 task = asyncio.create_task(self._run(stage_cls(), ctx, stream), name=f"stage:{stage_cls.name}")
@@ -122,6 +132,7 @@ class StageHost:
     def stats(self) -> dict[str, Any]:
         return {
             "enabled": [s.name for s in self._stages],
+            "services": {name: svc.stats() for name, svc in self.services.items() if callable(getattr(svc, "stats", None))},
             "taps": len(self._attached),
             "frames_dropped": sum(s.dropped for a in self._attached.values() for s, _ in a.runs),
             "queues": [

@@ -141,6 +141,11 @@ async def list_calls(request: web.Request) -> web.Response:
         doc = quality.get(call.get("room") or "")
         if doc is not None and call.get("state") == "connected":
             call["quality"] = {k: doc[k] for k in ("level", "mos_min", "alerts", "participants", "updated_at")}
+    speech = {d.get("room"): d for d in await router.store.list_docs("speech") if isinstance(d, dict)}
+    for call in calls:  # and the risk cues heard in it (teller/speech)
+        doc = speech.get(call.get("room") or "")
+        if doc is not None and call.get("state") == "connected" and (doc.get("risk_summary") or {}).get("hits"):
+            call["risk"] = doc["risk_summary"]
     return web.json_response({"calls": calls})
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -31,10 +32,17 @@ class ContactCentre:
         self._owner = f"acd-{secrets.token_hex(6)}"
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        # Called with every call event (the voice plays the risk prompt on "answered").
+        self.listeners: list[Callable[[str, Record, Record], None]] = []
 
     def _event(self, kind: str, call: Record, extra: Record) -> None:
         """Every call event goes to the webhooks and into the call's timeline; a
         signature goes only into the timeline, the evidence store."""
+        for listener in self.listeners:
+            try:
+                listener(kind, call, extra)
+            except Exception:
+                log.exception("call event listener failed", extra={"event": kind})
         self.webhooks.send(f"call.{kind}", {**call, **{k: v for k, v in extra.items() if k != "signature"}})
         event = {
             "type": f"call_{kind}", "ts": round(time.time(), 3), "call_id": call["call_id"], "state": call["state"],
