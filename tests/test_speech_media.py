@@ -304,7 +304,8 @@ async def test_a_spoken_card_number_is_masked_everywhere_and_sealed(asr_server: 
     await wait_until(lambda: bool(events), timeout=30)
     await asyncio.sleep(1.5)
     shown = " ".join(c["text"] for c in captions)
-    assert "[card ****" in shown and not re.search(r"\d{5,}|\d{4}\D{1,2}\d{4}\D{1,2}\d{4}", shown), shown
+    # A partial may show the first few digits of a number still being said; never nine.
+    assert "[card ****" in shown and not re.search(r"(?:\d[,.\- ]?){9,}", shown), shown
     line = next(e for e in events if e.get("pii"))
     assert "[card ****" in line["text"]
     original = Sealer(resolve_secret(asr_server.config)).open(line["sealed"], asr_server.node.rooms["speech-3"].sid)

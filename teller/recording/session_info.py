@@ -16,6 +16,12 @@ async def link_room(store: StateStore, room: str, call_id: str) -> None:
     await store.update_doc(ROOM_CALL, room, lambda _: {"call_id": call_id})
 
 
+async def room_call_id(store: StateStore, room: str) -> str | None:
+    """The call a room serves, if the contact centre linked one."""
+    link = await store.get_doc(ROOM_CALL, room)
+    return str(link["call_id"]) if link and link.get("call_id") else None
+
+
 async def lookup_session(store: StateStore, room: str) -> dict[str, Any] | None:
     link = await store.get_doc(ROOM_CALL, room)
     if not link:

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, TellerError, Unavailable
-from ..recording.session_info import ROOM_CALL
+from ..recording.session_info import room_call_id
 from ..signaling.auth import authenticate
 from ..signaling.contact.rest import AGENT_ROLES, ROUTER, _own_call
 from ..signaling.keys import CONFIG, STORE
@@ -43,11 +43,11 @@ def _language(value: Any, default: str) -> str:
 
 
 async def _room_call(request: web.Request, room: str) -> Record | None:
-    link = await request.app[STORE].get_doc(ROOM_CALL, room)
-    if not link or not link.get("call_id") or ROUTER not in request.app:
+    call_id = await room_call_id(request.app[STORE], room)
+    if not call_id or ROUTER not in request.app:
         return None
     try:
-        return await request.app[ROUTER].call(str(link["call_id"]))
+        return await request.app[ROUTER].call(call_id)
     except NotFound:
         return None
 

@@ -20,7 +20,7 @@ from ..config import Config, data_dir
 from ..errors import BadRequest, RateLimited
 from ..ratelimit import TokenBucket
 from ..recording.service import publish_session_event
-from ..recording.session_info import ROOM_CALL
+from ..recording.session_info import room_call_id
 from ..sfu.node import Node
 from ..state import StateStore
 from .hub import SpeechHub
@@ -28,6 +28,7 @@ from .tts import TtsEngine
 from .voice import IDENTITY, NAMES, Utterance, VoiceParticipant, new_utterance
 
 if TYPE_CHECKING:
+    from ..signaling.contact.catalogue import Catalogue
     from ..signaling.tokens import TokenIssuer
 
 log = logging.getLogger("teller.speech")
@@ -85,6 +86,8 @@ class VoiceService:
         self.played = 0
         self.first_audio_ms: list[float] = []
         self._buckets: dict[str, TokenBucket] = {}
+        # The contact centre's business catalogue, where this process runs one.
+        self.catalogue: Catalogue | None = None
 
     def check_rate(self, who: str) -> None:
         bucket = self._buckets.get(who)
@@ -186,16 +189,10 @@ class VoiceService:
         event = {"type": "tts_played" if state == "finished" else "tts_failed", "ts": round(time.time(), 3),
                  "by": u.by, **u.to_json()}
         await publish_session_event(self.store, room, event)
-        call_id = await self._call_of(room)
-        if call_id:
-            with contextlib.suppress(Exception):
-                await self.store.append_event(call_id, event)
-
-    async def _call_of(self, room: str) -> str | None:
         with contextlib.suppress(Exception):
-            link = await self.store.get_doc(ROOM_CALL, room)
-            return str(link["call_id"]) if link and link.get("call_id") else None
-        return None
+            call_id = await room_call_id(self.store, room)
+            if call_id:
+                await self.store.append_event(call_id, event)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -211,10 +208,10 @@ class VoiceService:
             self._spawn(self._leave_after_playing(call["room"]))
 
     async def _risk_prompt(self, call: dict[str, Any]) -> None:
-        from ..signaling.contact.catalogue import load_catalogue
-
+        if self.catalogue is None:
+            return
         try:
-            business = load_catalogue(self.config.contact.catalogue or None).get(call["business"])
+            business = self.catalogue.get(call["business"])
         except Exception:
             return
         if "risk_prompt" not in business.steps:
@@ -276,6 +273,7 @@ def install_voice(app: web.Application, store: StateStore, config: Config, issue
 
     if CENTRE in app:
         app[CENTRE].listeners.append(service.on_call_event)
+        service.catalogue = app[CENTRE].router.catalogue
 
     async def stop(app: web.Application) -> None:
         await service.close()
