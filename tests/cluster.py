@@ -78,8 +78,8 @@ class LocalCluster:
         self.signals: list[Member] = []
         self.nodes: list[Member] = []
         pending = [self._spawn("signal", i) for i in range(signals)] + [self._spawn("node", i) for i in range(nodes)]
-        for member in pending:
-            self._wait_started(member)
+        for i, member in enumerate(pending):
+            member = self._started(member, i if i < signals else i - signals)
             (self.signals if member.role == "signal" else self.nodes).append(member)
         self.wait_nodes(nodes)
 
@@ -100,6 +100,20 @@ class LocalCluster:
             env=env,
         )
         return Member(name, role, port, log_path, process)
+
+    def _started(self, member: Member, index: int) -> Member:
+        """Started, or started again on another port when another socket took the free one
+        between choosing it and binding it."""
+        for _ in range(3):
+            try:
+                self._wait_started(member)
+                return member
+            except RuntimeError:
+                if "address already in use" not in member.log_path.read_text():
+                    raise
+                member = self._spawn(member.role, index)
+        self._wait_started(member)
+        return member
 
     def _wait_started(self, member: Member, timeout: float = 60) -> None:
         assert member.process.stdout is not None

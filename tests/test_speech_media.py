@@ -333,3 +333,22 @@ async def test_synthesis_gives_wav_and_is_rate_limited_per_caller(prompt_server:
             assert response.status == 200
         status, body = await call(http, server, "GET", "/v1/speech/synthesize?text=&lang=en", token=other)
         assert (status, body["error"]["code"]) == (400, "invalid_message")
+
+
+async def test_the_voice_comes_back_after_its_room_was_closed(prompt_server: Server, clients: list[RoomClient]) -> None:
+    server = prompt_server
+    staff = server.token("voice-room", "agent", name="Kim")
+    async with aiohttp.ClientSession() as http:
+        for attempt in range(2):
+            customer = RoomClient(server.url, server.token("voice-room", "customer", name="Li"), reconnect=False)
+            clients.append(customer)
+            await customer.connect()
+            played = data_of(customer, "speech.tts")
+            status, body = await call(http, server, "POST", "/v1/rooms/voice-room/speech/say", token=staff,
+                                      json={"text": f"Attempt {attempt}.", "language": "en"})
+            assert status == 202, body
+            await wait_until(lambda: any(p["state"] == "finished" for p in played), timeout=20)
+            # The room is closed under the voice (an operator, or the empty-room timer).
+            status, _ = await call(http, server, "DELETE", "/v1/rooms/voice-room", token=server.admin_token())
+            assert status == 200
+            await wait_until(lambda: customer.closed.is_set(), timeout=10)

@@ -119,13 +119,15 @@ class VoiceService:
 
     async def voice(self, room: str, language: str = "en") -> VoiceParticipant:
         voice = self._voices.get(room)
-        if voice is not None and not voice.closed:
+        if voice is not None and voice.usable:
             return voice
         lock = self._opening.setdefault(room, asyncio.Lock())
         async with lock:
             voice = self._voices.get(room)
-            if voice is not None and not voice.closed:
+            if voice is not None and voice.usable:
                 return voice
+            if voice is not None:  # removed from the room, or its room closed: a fresh one
+                await self.leave(room)
             from ..client import RoomClient
             from ..signaling.tokens import Grants
 
@@ -140,6 +142,7 @@ class VoiceService:
                 await voice.close()
                 raise
             client.on("participant_left", lambda _m, room=room: self._maybe_leave(room))
+            client.on("left", lambda _m, room=room: self._spawn(self.leave(room)))
             self._voices[room] = voice
             log.info("voice joined", extra={"room": room})
             return voice
@@ -158,6 +161,9 @@ class VoiceService:
             await voice.close()
             if self._voices.get(room) is voice:
                 del self._voices[room]
+            lock = self._opening.get(room)
+            if lock is not None and not lock.locked():
+                del self._opening[room]
             log.info("voice left", extra={"room": room})
 
     async def say(self, room: str, kind: str, text: str, language: str, by: str) -> Utterance:

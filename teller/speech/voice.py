@@ -156,6 +156,10 @@ class VoiceParticipant:
         self._close_task: asyncio.Future[None] | None = None
         self.closed = False
 
+    @property
+    def usable(self) -> bool:
+        return not self.closed and not self.client.closed.is_set()
+
     async def start(self, timeout: float = 10.0) -> None:
         publication = await self.client.publish([self.track], data_channel=True)
         await publication.wait_connected(timeout)
