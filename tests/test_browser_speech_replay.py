@@ -18,8 +18,10 @@ audited.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,16 @@ async def test_wallboard_risk_and_replay_transcript_reveal(
         assert all("sealed" not in line and "revealed" not in line for line in lines), lines
         assert [(r["rule"], r["category"]) for r in transcript["risk"]] == [("safe_account", "fraud_coaching")], transcript
         assert bool(transcript["played"]) == prompts, transcript
+        # The sealed originals open only through the reveal: not as a file, not in the export,
+        # not in the timeline (whose transcript lines are there, masked).
+        status, refused = await get_json(http, f"{server.url}/v1/recordings/{sid}/files/sealed/transcript.json", compliance)
+        assert (status, refused["error"]["code"]) == (403, "sealed_file"), refused
+        status, timeline = await get_json(http, f"{server.url}/v1/recordings/{sid}/timeline", compliance)
+        assert status == 200 and all("sealed" not in e for e in timeline["events"])
+        assert any(e["type"] == "transcript" and e.get("pii") for e in timeline["events"])
+        async with http.get(f"{server.url}/v1/recordings/{sid}/export", headers={"Authorization": f"Bearer {compliance}"}) as r:
+            names = zipfile.ZipFile(io.BytesIO(await r.read())).namelist()
+        assert f"{sid}/transcript.json" in names and not any("/sealed/" in n for n in names), names
 
         page = await browser_context.new_page()
         await page.set_viewport_size({"width": 1400, "height": 1100})

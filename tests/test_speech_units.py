@@ -78,13 +78,15 @@ class SlowTranscriber:
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay
         self.calls: list[tuple[bool, int]] = []
+        self.contexts: list[str] = []
 
     def load(self) -> None:
         pass
 
-    def transcribe(self, audio: np.ndarray, language: str | None, final: bool) -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str | None, final: bool, context: str = "") -> Transcript:
         time.sleep(self.delay)
         self.calls.append((final, len(audio)))
+        self.contexts.append(context)
         return Transcript(f"{'final' if final else 'partial'} {len(audio)}", "en", 0.99, self.delay)
 
 
@@ -111,6 +113,11 @@ async def test_finals_go_first_and_under_load_partials_are_skipped_and_counted()
         await asyncio.sleep(0.3)
         assert done[-2:] == [("x", True), ("d", False)]
         assert engine.to_json()["real_time_factor"] is not None
+        # A piece that continues an utterance is decoded with the words before it.
+        engine.submit_final(Job("k", 1, True, np.zeros(RATE, np.int16), "en", lambda j, r: done.append((j.key, True)),
+                                context=lambda: "the words before"))
+        await asyncio.sleep(0.2)
+        assert transcriber.contexts[-1] == "the words before"
     finally:
         await engine.close()
 

@@ -45,7 +45,7 @@ class Transcriber(Protocol):
 
     def load(self) -> None: ...
 
-    def transcribe(self, audio: np.ndarray, language: str | None, final: bool) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, language: str | None, final: bool, context: str = "") -> Transcript: ...
 
 
 class WhisperTranscriber:
@@ -79,7 +79,9 @@ class WhisperTranscriber:
 
         return bool(get_speech_timestamps(audio, VadOptions(min_speech_duration_ms=120)))
 
-    def transcribe(self, audio: np.ndarray, language: str | None, final: bool) -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str | None, final: bool, context: str = "") -> Transcript:
+        """`context`: what the speaker said just before, when this piece continues it; Whisper
+        reads a piece cut at a pause better with the words that led up to it."""
         started = time.perf_counter()
         self.load()
         if final and not self.has_speech(audio):
@@ -91,7 +93,7 @@ class WhisperTranscriber:
             vad_filter=False,
             condition_on_previous_text=False,
             without_timestamps=True,
-            initial_prompt=INITIAL_PROMPTS.get(language or ""),
+            initial_prompt=" ".join(p for p in (INITIAL_PROMPTS.get(language or ""), context[-200:]) if p) or None,
             temperature=0.0,
         )
         texts = [
@@ -113,6 +115,8 @@ class Job:
     on_done: Callable[[Job, Transcript], None]
     queued_at: float = field(default_factory=time.monotonic)
     superseded: bool = False
+    # Read when the decode starts: by then the piece before has its final text.
+    context: Callable[[], str] = lambda: ""
 
     @property
     def seconds(self) -> float:
@@ -214,7 +218,8 @@ class AsrEngine:
             self._busy += 1
             try:
                 audio = job.audio.astype(np.float32) / 32768.0
-                result = await loop.run_in_executor(self._pool, self.transcriber.transcribe, audio, job.language, job.final)
+                result = await loop.run_in_executor(
+                    self._pool, self.transcriber.transcribe, audio, job.language, job.final, job.context())
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -79,6 +79,9 @@ class SpeakerStream:
         self.endpointer = Endpointer(hub.vad)
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self._t0: float | None = None  # wall time of sample 0
+        # The last final's text while the utterance goes on, and its piece.
+        self._context = ""
+        self._context_seq = -2
         self.closed = False
 
     def wall(self, offset: float) -> float:
@@ -106,11 +109,15 @@ class SpeakerStream:
 
     def _submit(self, chunk: Chunk) -> None:
         job = Job(self.key, chunk.seq, chunk.final, chunk.audio, self.language,
-                  lambda job, result, chunk=chunk: self.hub._on_result(self, chunk, result))
+                  lambda job, result, chunk=chunk: self.hub._on_result(self, chunk, result),
+                  context=lambda seq=chunk.seq: self._context if self._context_seq == seq - 1 else "")
         if chunk.final:
             self.hub.engine.submit_final(job)
         else:
             self.hub.engine.offer_partial(job)
+
+    def remember(self, chunk: Chunk, text: str) -> None:
+        self._context, self._context_seq = ("", -2) if chunk.utterance_end else (text, chunk.seq)
 
     def learn_language(self, result: Transcript) -> None:
         if self.hub.settings.asr_language or not result.language:
@@ -228,6 +235,7 @@ class SpeechHub:
             return
         if chunk.final:
             stream.learn_language(result)
+            stream.remember(chunk, text)
         masked = mask(text)
         start, end = stream.wall(chunk.start), stream.wall(chunk.end)
         caption = {
