@@ -80,6 +80,7 @@ def bench_cpu(args: argparse.Namespace) -> None:
     config.write_text(
         f'[server]\nport = 0\n[auth]\nsecret = "{SECRET}"\n[storage]\ndata_dir = "{workdir}/data"\n'
         f'[log]\nlevel = "WARNING"\n[signaling]\nmessages_per_second = 1000\nmessage_burst = 1000\n'
+        '[digital_human]\nprepare = false\n'  # its start-up synthesis would skew the CPU figures
         f'[recording]\nenabled = false\n'
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -133,7 +134,7 @@ async def _server(tmp: Path, turn: Any) -> Any:
     from teller.signaling.tokens import TokenIssuer
 
     config = load_config(overrides={
-        "storage": {"data_dir": str(tmp / "data")}, "auth": {"secret": SECRET}, "log": {"level": "WARNING"},
+        "storage": {"data_dir": str(tmp / "data")}, "auth": {"secret": SECRET}, "log": {"level": "WARNING"}, "digital_human": {"prepare": False},
         "server": {"host": "127.0.0.1", "port": 0}, "recording": {"enabled": False},
         "ice": {"servers": turn.ice_servers()}, "sfu": {"bind_addresses": ["127.0.0.1"]},
     }, env={})

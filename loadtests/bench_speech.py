@@ -113,7 +113,7 @@ async def server(tmp: Path, **speech: Any) -> Any:
     from teller.signaling.tokens import TokenIssuer
 
     config = load_config(overrides={
-        "storage": {"data_dir": str(tmp / "data")}, "auth": {"secret": SECRET}, "log": {"level": "WARNING"},
+        "storage": {"data_dir": str(tmp / "data")}, "auth": {"secret": SECRET}, "log": {"level": "WARNING"}, "digital_human": {"prepare": False},
         "server": {"host": "127.0.0.1", "port": 0}, "recording": {"enabled": False},
         "stages": {"enabled": ["asr"]}, "speech": {"asr_language": "en", **speech},
     }, env={})

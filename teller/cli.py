@@ -30,6 +30,15 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise SystemExit(2) from exc
 
 
+def _built(factory, config):  # type: ignore[no-untyped-def]
+    """The app, or a one-line error for a bad file that config names (an FAQ, a catalogue)."""
+    try:
+        return factory(config)
+    except ConfigError as exc:
+        print(f"teller: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
 async def _start_site(app: web.Application, config) -> tuple[web.AppRunner, str]:  # type: ignore[no-untyped-def]
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -59,7 +68,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
     config = _load(args)
     logs.configure(config.log.level, config.log.format)
-    runner, url = await _start_site(create_app(config), config)
+    runner, url = await _start_site(_built(create_app, config), config)
     print(f"Teller {__version__} is running at {url}/", flush=True)
     print(f"  customer: {url}/customer   agent desk: {url}/desk   wallboard: {url}/wallboard", flush=True)
     print(f"  two-person call page: {url}/call   API: {url}/openapi.json", flush=True)
@@ -79,7 +88,7 @@ async def _signal(args: argparse.Namespace) -> None:
 
     config = _load(args)
     logs.configure(config.log.level, config.log.format)
-    runner, url = await _start_site(create_signal_app(config), config)
+    runner, url = await _start_site(_built(create_signal_app, config), config)
     print(f"Teller {__version__} signalling is running at {url}/ (state: {config.state.backend})", flush=True)
     await _stop_event().wait()
     log.info("shutting down")

@@ -38,12 +38,14 @@ def require_browser(expect_timeout_ms: int | None = None) -> Any:
 
 
 @asynccontextmanager
-async def chromium_context(init_script: str | None = None) -> AsyncIterator[Any]:
-    """A browser context with the fake camera and microphone already allowed."""
+async def chromium_context(init_script: str | None = None, extra_args: list[str] | None = None) -> AsyncIterator[Any]:
+    """A browser context with the fake camera and microphone already allowed; `extra_args`
+    e.g. make the fake microphone play a WAV file (--use-file-for-fake-audio-capture)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                                   args=[*CHROMIUM_ARGS, *(extra_args or [])])
         try:
             context = await browser.new_context(permissions=["camera", "microphone"])
             if init_script:

@@ -68,6 +68,7 @@ class LocalCluster:
             "log": {"level": "INFO"},
             "stages": {"enabled": []},
             "speech": {"prompt_on_answer": False},
+            "digital_human": {"prepare": False},
         }
         for key, values in sections.items():
             config.setdefault(key, {}).update(values)

@@ -71,6 +71,7 @@ def test_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "recording": {"enabled": False},
         "stages": {"enabled": []},
         "speech": {"prompt_on_answer": False},
+        "digital_human": {"prepare": False},
     }
     for key, value in sections.items():
         overrides.setdefault(key, {}).update(value)
@@ -116,6 +117,7 @@ def start_process(tmp_path: Path, **sections: dict[str, Any]) -> Server:
         "recording": {"enabled": False},
         "stages": {"enabled": []},
         "speech": {"prompt_on_answer": False},
+        "digital_human": {"prepare": False},
     }
     for key, value in sections.items():
         config_sections.setdefault(key, {}).update(value)
@@ -210,3 +212,22 @@ async def clients() -> AsyncIterator[list[Any]]:
     yield opened
     for client in opened:
         await client.close()
+
+
+@pytest.fixture(scope="module")
+def voice() -> Any:
+    """Piper, for the customer's side: speech as a real microphone would send it."""
+    import numpy as np
+
+    from teller.speech.tts import TtsEngine
+
+    engine = TtsEngine(load_config(env={}).speech)
+    cache: dict[str, Any] = {}
+
+    async def speech(text: str) -> np.ndarray:
+        if text not in cache:
+            cache[text] = np.concatenate([p async for p in engine.stream(text, "en")])
+        return cache[text]
+
+    yield speech
+    engine.close()

@@ -46,7 +46,7 @@ async def test_catalogue_is_public_and_bilingual(http: aiohttp.ClientSession, se
     status, body = await call(http, server, "GET", "/v1/catalogue?lang=zh")
     assert status == 200
     names = {b["id"]: b["name"] for b in body["businesses"]}
-    assert names["pension_certification"] == "养老金资格认证" and len(names) == 7
+    assert names["pension_certification"] == "养老金资格认证" and len(names) == 8
     status, body = await call(http, server, "GET", "/v1/catalogue")
     transfer = next(b for b in body["businesses"] if b["id"] == "transfer")
     assert transfer["name"] == {"zh": "转账汇款", "en": "Transfer"} and transfer["signature_required"] is True

@@ -20,9 +20,7 @@ import numpy as np
 import pytest
 
 from teller.client import RoomClient, SpeechTrack, TestPatternTrack
-from teller.config import load_config
 from teller.signaling.keys import STORE
-from teller.speech.tts import TtsEngine
 
 from .conftest import Server, start_in_process, wait_until
 from .test_contact_rest import agent_token, customer_token, register
@@ -46,21 +44,6 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
         for j, h in enumerate(hyp, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
     return d[len(hyp)] / max(1, len(ref))
-
-
-@pytest.fixture(scope="module")
-def voice() -> Any:
-    """Piper, for the customer's side: speech as a real microphone would send it."""
-    engine = TtsEngine(load_config(env={}).speech)
-    cache: dict[str, np.ndarray] = {}
-
-    async def speech(text: str) -> np.ndarray:
-        if text not in cache:
-            cache[text] = np.concatenate([p async for p in engine.stream(text, "en")])
-        return cache[text]
-
-    yield speech
-    engine.close()
 
 
 @pytest.fixture

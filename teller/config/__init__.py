@@ -4,6 +4,7 @@ from .loader import ConfigError, data_dir, load_config
 from .settings import (
     AuthSettings,
     Config,
+    DigitalHumanSettings,
     IceServer,
     IceSettings,
     LogSettings,
@@ -24,6 +25,7 @@ __all__ = [
     "AuthSettings",
     "Config",
     "ConfigError",
+    "DigitalHumanSettings",
     "IceServer",
     "IceSettings",
     "LogSettings",

@@ -131,6 +131,11 @@ class ContactSettings:
     vip_priority: int = 10
     transfer_priority: int = 30
     keep_closed_calls_days: float = 30.0
+    # Opening hours, "HH:MM-HH:MM" local time at utc_offset_minutes; empty: always open.
+    hours: str = ""
+    utc_offset_minutes: int = 480
+    # Out of hours a call goes to "digital_human", or is refused ("closed").
+    out_of_hours_target: str = "digital_human"
 
 
 @dataclass
@@ -298,6 +303,38 @@ class SpeechSettings:
 
 
 @dataclass
+class DigitalHumanSettings:
+    """The digital employee (docs/digital_human.md): a talking avatar that answers from
+    the FAQ and hands over to a person."""
+
+    enabled: bool = True
+    # A portrait photo (JPEG/PNG, one frontal face); empty: the bundled default avatar.
+    portrait: str = ""
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    # The FAQ knowledge base (TOML); empty: the bundled teller/config/faq.toml.
+    faq: str = ""
+    # An answering service asked when the FAQ has no answer (docs/digital_human.md,
+    # "LLM adapter"); empty: FAQ only.
+    llm_url: str = ""
+    llm_token: str = ""
+    llm_timeout_s: float = 4.0
+    # Unanswered questions in a row before a person takes over.
+    max_failed_answers: int = 2
+    # A risk cue heard while the bot serves hands the call to a person at once.
+    handover_on_risk: bool = True
+    # Speech from the customer this long stops the bot's voice (barge-in).
+    barge_in: bool = True
+    barge_in_speech_s: float = 0.1
+    # Time for the customer's page to subscribe before the greeting.
+    greet_delay_s: float = 1.0
+    # At start, draw the portrait's rig and synthesise the FAQ answers and the bot's own
+    # lines into the TTS cache, so the first call's answers start without synthesis.
+    prepare: bool = True
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -319,6 +356,7 @@ class Config:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    digital_human: DigitalHumanSettings = field(default_factory=DigitalHumanSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     objects: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -16,6 +16,7 @@ from ..quality.service import routes as quality_routes
 from ..recording.archive import install_archive
 from ..recording.service import install_recorder
 from ..sfu import Node
+from ..digital_human.service import install_digital_human
 from ..speech.service import install_hub, install_voice
 from ..state import StateStore, open_store
 from .keys import CONFIG, DIRECTORY, ISSUER, NODE, STORE
@@ -156,6 +157,7 @@ def create_app(
         install(app, app[STORE], config)
         install_archive(app, app[STORE], config, secret)
         install_voice(app, app[STORE], config, app[ISSUER])
+        install_digital_human(app, app[STORE], config)
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)
     app.add_routes(quality_routes)

@@ -227,7 +227,7 @@ def document() -> dict[str, Any]:
             "/v1/calls": {
                 "post": {
                     "summary": "A customer asks for a business and joins its queue (customer token; its room is the call's room)",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["business"], "properties": {"business": {"type": "string"}, "language": {"type": "string"}, "elderly": {"type": "boolean"}, "channel": {"type": "string"}}}}}},
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["business"], "properties": {"business": {"type": "string"}, "language": {"type": "string"}, "elderly": {"type": "boolean"}, "channel": {"type": "string"}, "target": {"type": "string", "enum": ["agent", "digital_human"]}}}}}},
                     "responses": {"201": _json(_OBJ), **_errors(400, 401, 403, 404, 415, 503)},
                 },
                 "get": {"summary": "Calls, optionally ?state= (supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}},
@@ -237,6 +237,7 @@ def document() -> dict[str, Any]:
                 "get": {"summary": "A call and its place in the queue (its customer, its agents, a supervisor)", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}},
                 "delete": {"summary": "Cancel a waiting call, or hang up a connected one (a supervisor gives ?reason=, which is logged)", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404, 409)}},
             },
+            "/v1/calls/{call}/handover": {"parameters": [_CALL], "post": _action("A bot hands its call to a person: the call joins the skill's queue with the conversation so far (service or supervisor token)", 400, 401, 403, 404, 409, body={"type": "object", "properties": {"reason": {"type": "string"}, "skill": {"type": "string"}, "conversation": {"type": "array", "items": {"type": "object", "required": ["who", "text"], "properties": {"who": {"type": "string", "enum": ["customer", "bot"]}, "text": {"type": "string"}, "ts": {"type": "number"}}}}}})},
             "/v1/calls/{call}/accept": {"parameters": [_CALL], "post": _action("Take the call offered to this agent; the reply carries a token for the call's room", 401, 403, 404, 409)},
             "/v1/calls/{call}/decline": {"parameters": [_CALL], "post": _action("Decline the offered call; it goes to the next agent", 401, 403, 404, 409)},
             "/v1/calls/{call}/leave": {"parameters": [_CALL], "post": _action("Leave a call others carry on (after a warm transfer, a conference)", 401, 403, 404, 409)},

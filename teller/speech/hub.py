@@ -82,6 +82,7 @@ class SpeakerStream:
         # The last final's text while the utterance goes on, and its piece.
         self._context = ""
         self._context_seq = -2
+        self._active = False
         self.closed = False
 
     def wall(self, offset: float) -> float:
@@ -98,10 +99,22 @@ class SpeakerStream:
             self._t0 = now - self.endpointer.samples / RATE
         for chunk in self.endpointer.feed(pcm):
             self._submit(chunk)
+        self._check_activity()
+
+    def _check_activity(self) -> None:
+        """Whether this speaker is talking, for a bot that must stop when they start."""
+        if self.endpointer.speaking:
+            if not self._active and self.endpointer.utterance_speech_s >= self.hub.activity_after_s:
+                self._active = True
+                self.hub._activity(self, True)
+        elif self._active:
+            self._active = False
+            self.hub._activity(self, False)
 
     def pause(self) -> None:
         for chunk in self.endpointer.flush():
             self._submit(chunk)
+        self._check_activity()
 
     def close(self) -> None:
         self.pause()
@@ -138,6 +151,7 @@ class SpeechHub:
         asr_enabled: bool,
         webhook: Callable[[str, dict[str, Any]], None] | None = None,
         engine: AsrEngine | None = None,
+        activity_after_s: float = 0.1,
     ) -> None:
         self.node = node
         self.settings = settings
@@ -145,6 +159,7 @@ class SpeechHub:
         self.sealer = Sealer(secret)
         self.webhook = webhook or (lambda event, body: None)
         self.asr_enabled = asr_enabled
+        self.activity_after_s = activity_after_s
         self.roles = frozenset(settings.asr_roles)
         self.vad = VadSettings(
             level_db=settings.vad_level_db, margin_db=settings.vad_margin_db,
@@ -241,7 +256,7 @@ class SpeechHub:
         caption = {
             "participant_id": stream.participant_id, "name": stream.name, "role": stream.role,
             "text": masked.text, "final": chunk.final, "start": round(start, 3), "end": round(end, 3),
-            "seq": chunk.seq, "language": result.language,
+            "seq": chunk.seq, "language": result.language, "utterance_end": chunk.utterance_end,
         }
         room.send_data(None, caption, "speech.caption", None)
         self.captions_sent += 1
@@ -257,6 +272,17 @@ class SpeechHub:
             state.lines.append({k: event[k] for k in ("participant_id", "name", "role", "text", "start", "end", "language")})
             self._write_doc(room)
         self._scan(room, stream.participant_id, stream.role, text, masked.text, source="speech")
+
+    def _activity(self, stream: SpeakerStream, speaking: bool) -> None:
+        """`speech.activity` to the room's service participants (a digital human): the
+        customer started or stopped talking. Not per frame: twice per utterance."""
+        room = self._room(stream.room)
+        if room is None:
+            return
+        bots = [p.id for p in room.participants.values() if p.role == "service" and p.permissions.data]
+        if bots:
+            room.send_data(None, {"participant_id": stream.participant_id, "role": stream.role, "speaking": speaking,
+                                  "ts": round(time.time(), 3)}, "speech.activity", bots)
 
     def _on_data(self, room: Room, sender: Any, topic: str | None, payload: Any) -> None:
         """Chat goes through the same risk rules as speech."""

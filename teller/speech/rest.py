@@ -85,9 +85,16 @@ async def _say(request: web.Request, room: str, kind: str, text: str, language: 
 async def speech_info(request: web.Request) -> web.Response:
     authenticate(request)
     config = request.app[CONFIG]
+    from .service import HUB
+
+    hub = request.app.get(HUB)
+    stats = hub.engine_stats() if hub is not None else None
     return web.json_response({
         "asr": {"enabled": "asr" in config.stages.enabled, "model": config.speech.asr_model or "whisper-base (bundled)",
-                "language": config.speech.asr_language or "auto"},
+                "language": config.speech.asr_language or "auto",
+                # Where this process carries media: whether the model is loaded and decoding.
+                "ready": bool(hub is not None and hub._engine is not None and hub._engine.ready) if hub else None,
+                "decoded_s": round(stats.audio_s, 1) if stats is not None else None},
         "tts": {"available": bool(_voice(request).tts.languages()), "languages": _voice(request).tts.languages()},
         "risk": {"enabled": config.speech.risk},
     })

@@ -51,6 +51,7 @@ def install_hub(app: web.Application, node: Node, store: StateStore, config: Con
     hub = SpeechHub(
         node, config.speech, store=store, secret=secret, cache_root=data_dir(config) / "models",
         asr_enabled="asr" in config.stages.enabled, webhook=webhooks.send if webhooks else None,
+        activity_after_s=config.digital_human.barge_in_speech_s,
     )
     node.stages.services["speech"] = hub
     app[HUB] = hub

@@ -10,6 +10,7 @@ not after the whole text.
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import re
 import threading
@@ -32,6 +33,8 @@ SENTENCE_END = re.compile(r"(?<=[.!?。！？；;])\s*")
 CLAUSE_END = re.compile(r"(?<=[,，、:：])\s*")
 LONG_PIECE = 60
 PAUSE_S = {"sentence": 0.18, "clause": 0.06}
+# Finished syntheses kept for reuse (48 kHz int16: about 10 minutes of speech).
+CACHE_BYTES = 64 * 1024 * 1024
 
 
 class TtsUnavailable(TellerError):
@@ -93,6 +96,9 @@ class TtsEngine:
         self._lock = threading.Lock()
         # One synthesis at a time: onnxruntime already uses every core for one.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
+        self._cache: collections.OrderedDict[tuple[str, str], list[np.ndarray]] = collections.OrderedDict()
+        self._cached_bytes = 0
+        self.cache_bytes = CACHE_BYTES
 
     def languages(self) -> list[str]:
         if not self.settings.tts:
@@ -129,8 +135,41 @@ class TtsEngine:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._synthesizer, language)
 
     async def stream(self, text: str, language: str) -> AsyncIterator[np.ndarray]:
-        """48 kHz int16 mono audio, piece by piece, as soon as each piece is made."""
+        """48 kHz int16 mono audio, piece by piece, as soon as each piece is made.
+
+        What was said before in full comes from the cache at once: a bank's prompts and
+        its digital employee's answers repeat, and their first audio then costs nothing."""
         self.check(language)
+        key = (language, text)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            for piece in cached:
+                yield piece
+            return
+        made: list[np.ndarray] = []
+        async for piece in self._synthesize(text, language):
+            made.append(piece)
+            yield piece
+        self._remember(key, made)
+
+    async def prepare(self, text: str, language: str) -> None:
+        """Synthesises into the cache ahead of need (one text at a time, so a live
+        request waits behind one text at most)."""
+        async for _ in self.stream(text, language):
+            pass
+
+    def _remember(self, key: tuple[str, str], pieces: list[np.ndarray]) -> None:
+        size = sum(p.nbytes for p in pieces)
+        if size > self.cache_bytes // 4:
+            return
+        self._cache[key] = pieces
+        self._cached_bytes += size
+        while self._cached_bytes > self.cache_bytes and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= sum(p.nbytes for p in old)
+
+    async def _synthesize(self, text: str, language: str) -> AsyncIterator[np.ndarray]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[np.ndarray | BaseException | None] = asyncio.Queue()
         stop = threading.Event()

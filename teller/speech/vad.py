@@ -81,6 +81,11 @@ class Endpointer:
     def speaking(self) -> bool:
         return self._speaking
 
+    @property
+    def utterance_speech_s(self) -> float:
+        """Speech heard in the piece being collected (a barge-in waits for a little)."""
+        return self._speech_blocks * BLOCK_S if self._speaking else 0.0
+
     def feed(self, pcm: np.ndarray) -> list[Chunk]:
         if self._pending.size:
             pcm = np.concatenate((self._pending, pcm))

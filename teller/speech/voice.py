@@ -13,9 +13,11 @@ a stretch of encoded silence.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fractions
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +36,7 @@ FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 FRAME_S = FRAME_SAMPLES / OUTPUT_RATE
 IDENTITY = "teller-voice"
 NAMES = {"zh": "语音播报", "en": "Voice prompts"}
+LEVEL_HISTORY = 50  # a second of frames
 KINDS = ("risk_prompt", "anti_fraud", "script", "broadcast", "identity_question")
 
 
@@ -44,6 +47,7 @@ class _Mark:
         self.reached = asyncio.Event()
         self.at = 0.0
         self.ends = ends  # the end of an utterance (not its first audio)
+        self.dropped = False  # reached by a flush, not by sending
 
 
 class VoiceTrack(MediaStreamTrack):
@@ -51,36 +55,87 @@ class VoiceTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._items: asyncio.Queue[np.ndarray | _Mark] = asyncio.Queue()
+        self._items: collections.deque[np.ndarray | _Mark] = collections.deque()
+        self._arrived = asyncio.Event()
         self._buffer = np.zeros(0, np.int16)
         self._speaking = 0  # utterances queued and not finished
         self._next = 0.0
         self._epoch = time.monotonic()
+        # (monotonic time a frame went out, its loudness 0..1): what a face lip-syncs to.
+        self._sent: collections.deque[tuple[float, float]] = collections.deque(maxlen=LEVEL_HISTORY)
         self.frames_sent = 0
+        self.flushes = 0
 
     def begin(self) -> None:
         self._speaking += 1
 
     def push(self, item: np.ndarray | _Mark) -> None:
-        self._items.put_nowait(item)
+        self._items.append(item)
+        self._arrived.set()
 
     def end(self) -> _Mark:
         mark = _Mark(ends=True)
-        self._items.put_nowait(mark)
+        self.push(mark)
         return mark
 
+    @property
+    def speaking(self) -> bool:
+        return self._speaking > 0
+
+    def flush(self) -> None:
+        """Barge-in: what is queued is dropped, and every mark in it is reached now, so
+        whoever waits on one goes on. The frame being sent still finishes (20 ms)."""
+        now = time.monotonic()
+        self._buffer = np.zeros(0, np.int16)
+        while self._items:
+            item = self._items.popleft()
+            if isinstance(item, _Mark):
+                item.at = now
+                item.dropped = True
+                item.reached.set()
+                if item.ends:
+                    self._speaking -= 1
+        self.flushes += 1
+
+    def level_at(self, t: float) -> float:
+        """Loudness (0..1) of the audio that goes out at monotonic time t: looked up in
+        what was sent, or read ahead in what is queued (a renderer draws ahead)."""
+        if self._next and t >= self._next:
+            offset = int((t - self._next) / FRAME_S) * FRAME_SAMPLES
+            return loudness(self._peek(offset, FRAME_SAMPLES))
+        for sent_at, level in reversed(self._sent):
+            if sent_at <= t:
+                return level if t - sent_at < FRAME_S * 1.5 else 0.0
+        return 0.0
+
+    def _peek(self, offset: int, count: int) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        for item in (self._buffer, *self._items):
+            if isinstance(item, _Mark) or not len(item):
+                continue
+            if offset >= len(item):
+                offset -= len(item)
+                continue
+            parts.append(item[offset : offset + count])
+            count -= len(parts[-1])
+            offset = 0
+            if count <= 0:
+                break
+        return np.concatenate(parts) if parts else np.zeros(0, np.int16)
+
     def _take(self) -> None:
-        while not self._items.empty() and len(self._buffer) < FRAME_SAMPLES:
-            item = self._items.get_nowait()
+        while self._items and len(self._buffer) < FRAME_SAMPLES:
+            item = self._items[0]
             if isinstance(item, _Mark):
                 if len(self._buffer):  # finish what came before the mark first
-                    self._items = _requeue_front(self._items, item)
                     return
+                self._items.popleft()
                 item.at = time.monotonic()
                 item.reached.set()
                 if item.ends:
                     self._speaking -= 1
                 continue
+            self._items.popleft()
             self._buffer = np.concatenate((self._buffer, item))
 
     async def recv(self) -> av.AudioFrame:
@@ -88,20 +143,23 @@ class VoiceTrack(MediaStreamTrack):
             raise MediaStreamError
         self._take()
         while not len(self._buffer) and not self._speaking:
-            item = await self._items.get()  # idle: wait for the next utterance
-            self._items = _requeue_front(self._items, item)
-            self._take()
             self._next = 0.0
+            if not self._items:  # idle: wait for the next utterance
+                self._arrived.clear()
+                await self._arrived.wait()
+            self._take()
         now = time.monotonic()
         if self._next == 0.0 or now - self._next > 0.2:
             self._next = now
         else:
             await asyncio.sleep(max(0.0, self._next - now))
+        due = self._next
         self._next += FRAME_S
         pcm = self._buffer[:FRAME_SAMPLES]
         self._buffer = self._buffer[FRAME_SAMPLES:]
         if len(pcm) < FRAME_SAMPLES:  # synthesis is behind, or the last frame: pad with silence
             pcm = np.concatenate((pcm, np.zeros(FRAME_SAMPLES - len(pcm), np.int16)))
+        self._sent.append((due, loudness(pcm)))
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = OUTPUT_RATE
         frame.pts = int((self._next - self._epoch) * OUTPUT_RATE) // FRAME_SAMPLES * FRAME_SAMPLES
@@ -110,12 +168,14 @@ class VoiceTrack(MediaStreamTrack):
         return frame
 
 
-def _requeue_front(queue: asyncio.Queue[Any], item: Any) -> asyncio.Queue[Any]:
-    fresh: asyncio.Queue[Any] = asyncio.Queue()
-    fresh.put_nowait(item)
-    while not queue.empty():
-        fresh.put_nowait(queue.get_nowait())
-    return fresh
+def loudness(pcm: np.ndarray) -> float:
+    """0 at -50 dBFS RMS and below, 1 at -15 dBFS and above: speech's working range."""
+    if not len(pcm):
+        return 0.0
+    samples = pcm.astype(np.float32)
+    rms = math.sqrt(float(np.dot(samples, samples)) / len(samples)) / 32768.0
+    db = 20 * math.log10(rms + 1e-9)
+    return min(1.0, max(0.0, (db + 50.0) / 35.0))
 
 
 @dataclass

@@ -14,6 +14,8 @@
   const FONT_STEPS = [1, 1.25, 1.5, 1.75, 2];
   const LARGE_DEFAULT_STEP = 2;
   const FINISHED = new Set(["ended", "abandoned", "overflowed"]);
+  // The digital assistant's identity (teller/digital_human/bot.py): shown like an agent, not only heard.
+  const BOT_IDENTITY = "teller-digital-human";
   const PROMPT_KINDS = new Set(["risk_prompt", "anti_fraud"]); // shown big while read: the customer reads along
   const SPEAK_QUEUE_MAX = 3;
   const SPEAK_TIMEOUT_MS = 60000; // a clip that never says "ended" lets the next one speak after this
@@ -26,6 +28,11 @@
       largeText: "大字模式", smaller: "A−", bigger: "A+", smallerLabel: "缩小字体", biggerLabel: "放大字体",
       voice: "语音播报",
       startHeading: "请选择要办理的业务", nameLabel: "您的姓名", defaultName: "客户",
+      askBot: "问数字员工", askBotHint: "数字员工全天在线，回答常见问题；您随时可以说“转人工”。",
+      botConnected: "数字员工为您服务，您可以直接说出问题。", botConnectedSpoken: "数字员工为您服务。",
+      botName: "数字员工", askLabel: "输入您的问题", askSend: "发送", askPerson: "转人工", askPersonText: "转人工",
+      handingOver: "正在为您转接人工客服，请稍候…", handingOverPosition: (n) => `正在为您转接人工客服，您前面还有 ${n} 位…`,
+      botUnavailable: "数字员工暂时不可用，请选择业务由人工为您服务。",
       loading: "正在加载业务列表…", catalogueFailed: "业务列表加载失败，请刷新页面重试。",
       startSpoken: "欢迎使用视频柜台。请选择要办理的业务。",
       starting: "正在为您排队…",
@@ -61,6 +68,13 @@
       largeText: "Large text", smaller: "A−", bigger: "A+", smallerLabel: "Smaller text", biggerLabel: "Bigger text",
       voice: "Read aloud",
       startHeading: "Choose your business", nameLabel: "Your name", defaultName: "Customer",
+      askBot: "Ask the digital assistant", askBotHint: "The digital assistant answers common questions at any hour; ask for a person at any time.",
+      botConnected: "The digital assistant is with you: just ask your question.",
+      botConnectedSpoken: "The digital assistant is with you.",
+      botName: "Digital assistant", askLabel: "Type your question", askSend: "Send", askPerson: "Talk to a person",
+      askPersonText: "I want to talk to a person",
+      handingOver: "Connecting you to a colleague, please hold on…", handingOverPosition: (n) => `Connecting you to a colleague; ${n} ahead of you…`,
+      botUnavailable: "The digital assistant is unavailable; please choose a business and a person will help you.",
       loading: "Loading the businesses…", catalogueFailed: "The businesses could not be loaded. Please reload the page.",
       startSpoken: "Welcome to the video counter. Please choose your business.",
       starting: "Putting you in the queue…",
@@ -120,6 +134,7 @@
     prompt: $("prompt"), promptHeading: $("prompt-heading"), promptText: $("prompt-text"), promptClose: $("prompt-close"),
     voiceChip: $("voice-chip"), voiceAudio: $("voice-audio"),
     caption: $("caption"), captionWho: $("caption-who"), captionText: $("caption-text"),
+    askBot: $("ask-bot"), askForm: $("ask-form"), askText: $("ask-text"), askPerson: $("ask-person"), botStatus: $("bot-status"),
   };
 
   const state = {
@@ -135,6 +150,9 @@
     business: null,
     callId: null,
     callState: null,
+    target: "agent", // or "digital_human": the customer asked the digital assistant first
+    withBot: false, // the call view opened with the digital assistant (a person may take over)
+    botId: null, // the digital assistant's participant id while it is in the room
     position: null,
     pollTimer: null,
     localStream: null,
@@ -361,10 +379,18 @@
     return `cust-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
   }
 
-  async function startCall(business) {
+  // The digital assistant serves the general-enquiry business (the first business when the
+  // catalogue has none); a person who takes over comes from that business's skill.
+  function askBot() {
+    const business = state.catalogue.find((b) => b.id === "general_enquiry") || state.catalogue[0];
+    if (business) startCall(business, "digital_human");
+  }
+
+  async function startCall(business, target = "agent") {
     if (state.phase !== "start") return;
     const session = ++state.session;
     state.phase = "queuing";
+    state.target = target;
     state.business = business;
     state.room = randomRoom();
     for (const button of ui.businesses.querySelectorAll("button")) button.disabled = true;
@@ -374,7 +400,7 @@
     try {
       const issued = await api("POST", "/v1/dev/token", { room: state.room, role: "customer", name }, null);
       state.token = issued.token;
-      const call = await api("POST", "/v1/calls", { business: business.id, language: state.lang, elderly: state.large, channel: "h5" });
+      const call = await api("POST", "/v1/calls", { business: business.id, language: state.lang, elderly: state.large, channel: "h5", target });
       if (session !== state.session) return;
       state.callId = call.call_id;
       state.callState = call.state;
@@ -392,7 +418,7 @@
       if (session !== state.session) return;
       state.phase = "start";
       for (const button of ui.businesses.querySelectorAll("button")) button.disabled = false;
-      setStatus(error.message, true);
+      setStatus(target === "digital_human" && error.code === "bot_unavailable" ? t("botUnavailable") : error.message, true);
     }
   }
 
@@ -429,18 +455,42 @@
     state.position = call.queue?.position ?? null;
     renderQueue();
     if (state.phase === "waiting" && state.position && before == null) speak(t("waitingSpoken")(state.position));
-    if (call.state === "connected") enterCall();
+    if (call.state === "connected" || call.state === "bot") enterCall();
+    renderBotStatus(call);
     if (FINISHED.has(call.state)) finish(call.state === "abandoned" ? t("cancelledText") : t("endedText"));
   }
 
+  // After the assistant hands over, the customer stays in the call view (the assistant
+  // stays until a person joins) and is told a person is coming.
+  function renderBotStatus(call) {
+    const handing = state.phase === "call" && Boolean(call?.bot?.handover) && ["queued", "ringing"].includes(call.state);
+    ui.botStatus.hidden = !handing;
+    if (handing) ui.botStatus.textContent = state.position ? t("handingOverPosition")(state.position) : t("handingOver");
+    ui.askForm.hidden = !(state.phase === "call" && state.botId && call?.state !== "connected");
+  }
+
+  function askQuestion(text) {
+    const question = String(text || "").trim();
+    if (!question || !state.botId) return;
+    client.sendData({ text: question }, "chat");
+    ui.askText.value = "";
+  }
+
   function enterCall() {
+    if (state.phase === "call" && state.withBot && state.callState === "connected") {
+      state.withBot = false; // a person took over from the digital assistant
+      setStatus(t("connected"));
+      speak(t("connectedSpoken"));
+      return;
+    }
     if (state.phase !== "waiting") return;
     state.phase = "call";
+    state.withBot = state.callState === "bot";
     showView("call");
     renderControls();
     renderCaption();
-    setStatus(state.mediaWarning || t("connected"), Boolean(state.mediaWarning));
-    speak(t("connectedSpoken"));
+    setStatus(state.mediaWarning || t(state.withBot ? "botConnected" : "connected"), Boolean(state.mediaWarning));
+    speak(t(state.withBot ? "botConnectedSpoken" : "connectedSpoken"));
     ui.hangup.focus();
     scheduleSync();
   }
@@ -465,6 +515,8 @@
     await leaveRoom();
     showView("ended");
     ui.preview.hidden = true;
+    ui.askForm.hidden = true;
+    ui.botStatus.hidden = true;
     ui.endedText.textContent = text;
     setStatus("");
     resetSpeech();
@@ -476,7 +528,7 @@
     state.session += 1;
     Object.assign(state, {
       phase: "start", token: null, callId: null, callState: null, position: null, queue: null, business: null,
-      material: null, confirmation: null, agentId: null,
+      material: null, confirmation: null, agentId: null, target: "agent", botId: null, withBot: false,
     });
     showMaterial(null);
     resetSpeech();
@@ -583,8 +635,11 @@
   function chooseAgent() {
     if (!["waiting", "call"].includes(state.phase) || client.phase !== "joined") return;
     const others = [...client.participants.values()].filter((p) => p.participant_id !== client.participantId && p.tracks.length);
-    syncVoices(others.filter((p) => p.role === "service"));
-    const publishing = others.filter((p) => p.role !== "service");
+    const isBot = (p) => p.role === "service" && p.identity === BOT_IDENTITY;
+    syncVoices(others.filter((p) => p.role === "service" && !isBot(p)));
+    const publishing = others.filter((p) => p.role !== "service" || isBot(p));
+    const bot = publishing.find(isBot);
+    state.botId = bot?.participant_id || null;
     const current = publishing.find((p) => p.participant_id === state.agentId);
     const agent = (current?.role === "agent" && current) || publishing.find((p) => p.role === "agent") || current || publishing[0];
     if (!agent) {
@@ -594,7 +649,8 @@
     }
     if (state.phase === "waiting") enterCall();
     state.agentId = agent.participant_id;
-    ui.remoteName.textContent = agent.name || t("agent");
+    ui.remoteName.textContent = isBot(agent) ? t("botName") : agent.name || t("agent");
+    ui.askForm.hidden = !state.botId || state.callState === "connected";
     // Only the camera and microphone: a screen share of the agent would come as a second video.
     const tracks = agent.tracks.filter((x) => x.source !== "screen");
     const chosen = ["audio", "video"].map((kind) => tracks.find((x) => x.kind === kind)).filter(Boolean);
@@ -831,6 +887,11 @@
       onCaption(payload);
       return;
     }
+    if (message.topic === "bot.say") {
+      // The digital assistant's words, on screen always (and read aloud here when it has no voice).
+      if (message.from_participant_id && message.from_participant_id === state.botId) onBotSay(payload);
+      return;
+    }
     if (message.topic === "speech.tts") {
       // Only the voice participant says what it plays.
       if (client.participants.get(message.from_participant_id)?.role === "service") onTts(payload);
@@ -879,9 +940,16 @@
     renderCaption();
   }
 
+  function onBotSay(payload) {
+    if (!payload || typeof payload !== "object" || typeof payload.text !== "string") return;
+    state.caption = { name: t("botName"), text: payload.text, role: "bot" };
+    renderCaption();
+    if (payload.spoken === false) speak(payload.text);
+  }
+
   function renderCaption() {
     const c = state.caption;
-    ui.caption.hidden = !(state.large && c && state.phase === "call");
+    ui.caption.hidden = !((state.large || c?.role === "bot") && c && state.phase === "call");
     ui.caption.dataset.role = c?.role || "";
     const who = c?.role === "service" ? t("voiceName") : c?.name || t("agent");
     ui.captionWho.textContent = c ? `${who}${state.lang === "zh" ? "：" : ":"}` : "";
@@ -1137,6 +1205,10 @@
       published: Boolean(state.publisher?.transportId),
       dataChannel: state.publisher?.channel?.readyState || null,
       agentParticipantId: state.subscription?.participantId || null,
+      botId: state.botId,
+      target: state.target,
+      remoteVideo: { width: ui.remoteVideo.videoWidth, height: ui.remoteVideo.videoHeight, time: ui.remoteVideo.currentTime },
+      botStatus: ui.botStatus.hidden ? null : ui.botStatus.textContent,
       others: [...state.others.keys()],
       decodedFrames: await decodedFrames(),
       material: state.material,
@@ -1181,6 +1253,12 @@
     });
     ui.promptClose.addEventListener("click", closePrompt);
     ui.cancel.addEventListener("click", cancelOrHangUp);
+    ui.askBot.addEventListener("click", askBot);
+    ui.askForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      askQuestion(ui.askText.value);
+    });
+    ui.askPerson.addEventListener("click", () => askQuestion(t("askPersonText")));
     ui.hangup.addEventListener("click", cancelOrHangUp);
     ui.restart.addEventListener("click", restart);
     ui.camera.addEventListener("click", () => toggleLocal("video"));

@@ -46,7 +46,10 @@
       cannotLoadBusinesses: "无法加载业务列表：{error}", loggedIn: "已登录。请将状态设为“空闲”以接听来电。",
       cannotLogIn: "无法登录：{error}", youAre: "您当前为{state}。", cannotChangeState: "无法更改状态：{error}",
       lostServer: "与服务器失去连接：{error}", cannotReadCall: "无法读取通话：{error}", callEnded: "通话已结束。",
-      incomingStatus: "来电：请按 接听 (A) 或 拒绝 (D)。", cannotTake: "无法接听：{error}", declined: "已拒绝来电。",
+      incomingStatus: "来电：请按 接听 (A) 或 拒绝 (D)。",
+      botNotes: "数字员工转来的对话", botReason: "转人工原因：{reason}", botWho_customer: "客户", botWho_bot: "数字员工",
+      botReason_asked_for_person: "客户要求人工", botReason_not_understood: "数字员工未能回答", botReason_risk: "发现风险提示",
+      botReason_answerer: "问答服务建议转人工", botReason_bot_unavailable: "数字员工不可用", cannotTake: "无法接听：{error}", declined: "已拒绝来电。",
       cannotDecline: "无法拒绝：{error}", endedWrapUp: "通话已结束，请进行话后整理。", cannotHangUp: "无法挂断：{error}",
       wrapUpSaved: "话后整理已保存。您当前为{state}。", cannotWrapUp: "无法保存话后整理：{error}",
       warmStarted: "咨询转接已开始：请等待另一位坐席加入。", transferRequested: "已请求转接。", cannotTransfer: "无法转接：{error}",
@@ -105,7 +108,11 @@
       cannotLoadBusinesses: "Cannot load the businesses: {error}", loggedIn: "Logged in. Set yourself Available to take calls.",
       cannotLogIn: "Cannot log in: {error}", youAre: "You are {state}.", cannotChangeState: "Cannot change state: {error}",
       lostServer: "Lost the server: {error}", cannotReadCall: "Cannot read the call: {error}", callEnded: "The call ended.",
-      incomingStatus: "Incoming call: press Accept (A) or Decline (D).", cannotTake: "Cannot take the call: {error}", declined: "Call declined.",
+      incomingStatus: "Incoming call: press Accept (A) or Decline (D).",
+      botNotes: "Conversation with the digital assistant", botReason: "Handed over because: {reason}", botWho_customer: "Customer",
+      botWho_bot: "Assistant", botReason_asked_for_person: "the customer asked for a person",
+      botReason_not_understood: "the assistant could not answer", botReason_risk: "a risk cue was heard",
+      botReason_answerer: "the answering service suggested a person", botReason_bot_unavailable: "the assistant was unavailable", cannotTake: "Cannot take the call: {error}", declined: "Call declined.",
       cannotDecline: "Cannot decline: {error}", endedWrapUp: "Call ended. Please wrap up.", cannotHangUp: "Cannot hang up: {error}",
       wrapUpSaved: "Wrap-up saved. You are {state}.", cannotWrapUp: "Cannot save the wrap-up: {error}",
       warmStarted: "Warm transfer started: stay until the other agent joins.", transferRequested: "Transfer requested.", cannotTransfer: "Cannot transfer: {error}",
@@ -656,9 +663,31 @@
     $("incoming").hidden = !ringing;
     $("call").hidden = !(state.callId && state.callState === "connected");
     $("wrapup").hidden = !(agent && agent.state === "wrap_up");
+    renderBotNotes(ringing ? state.offerCall : state.callId && state.callState === "connected" ? state.call : null);
     if (state.call && state.call.answered_at && state.callState === "connected") {
       $("talk-time").textContent = formatDuration(Date.now() / 1000 - state.call.answered_at);
     }
+  }
+
+  // A call the digital assistant handed over arrives with what was said (call.bot), so
+  // the customer need not say it twice.
+  function renderBotNotes(call) {
+    const bot = call?.bot;
+    const turns = Array.isArray(bot?.conversation) ? bot.conversation : [];
+    $("bot-notes").hidden = !turns.length;
+    const key = turns.length ? `${call.call_id}:${turns.length}:${texts.lang}` : "";
+    if (state.botNotesKey === key) return;
+    state.botNotesKey = key;
+    const reason = bot?.handover?.reason;
+    $("bot-reason").textContent = reason ? t("botReason", { reason: texts.tOr(`botReason_${reason}`, String(reason)) }) : "";
+    $("bot-turns").replaceChildren(...turns.map((turn) => {
+      const li = document.createElement("li");
+      li.dataset.who = turn.who;
+      const who = document.createElement("strong");
+      who.textContent = `${texts.tOr(`botWho_${turn.who}`, String(turn.who))}: `;
+      li.append(who, String(turn.text || ""));
+      return li;
+    }));
   }
 
   function formatDuration(seconds) {

@@ -100,8 +100,23 @@ async def request_call(request: web.Request) -> web.Response:
         vip=False,  # VIP status is the bank's to say, not the customer's: a service token sets it
         channel=str(body.get("channel", "h5")),
         room=token.room,
+        target=body.get("target", "agent"),
     )
     return web.json_response(call, status=201)
+
+
+@routes.post("/v1/calls/{call}/handover")
+async def handover(request: web.Request) -> web.Response:
+    """A bot (ours, or the bank's own through a service token) hands its call to a person."""
+    _supervisor(request)
+    body = await _body(request)
+    skill = body.get("skill")
+    if skill is not None and not isinstance(skill, str):
+        raise BadRequest("skill is a skill name", code="invalid_message", field="skill")
+    call = await _router(request).handover(
+        request.match_info["call"], body.get("reason", "bot"), body.get("conversation", []), skill=skill,
+    )
+    return web.json_response(call)
 
 
 @routes.get("/v1/calls/{call}")

@@ -31,7 +31,12 @@ log = logging.getLogger("teller.contact.routing")
 AGENT_STATES = ("offline", "available", "ringing", "busy", "wrap_up", "away")
 # States an agent may choose; the others follow from calls.
 CHOOSABLE = ("offline", "available", "away")
-OPEN_CALL_STATES = ("queued", "ringing", "connected")
+# "bot": the digital human serves the call (teller/digital_human); it may hand over.
+OPEN_CALL_STATES = ("queued", "ringing", "connected", "bot")
+BOT_TARGET = "digital_human"
+BOT_REASONS = ("chosen", "out_of_hours", "max_wait")
+MAX_TURNS = 50
+MAX_TURN_TEXT = 1000
 CALL = "call"
 RECENT = "recent_waits"
 RECENT_WAITS = 20
@@ -45,6 +50,36 @@ def mask_account(account: str) -> str:
     """Only the last four characters show: what a confirmation screen may display."""
     tail = account[-4:] if len(account) > 4 else account[-1:]
     return "*" * max(4, len(account) - len(tail)) + tail
+
+def parse_hours(text: str) -> tuple[int, int] | None:
+    """"08:00-20:00" -> minutes of the day (480, 1200); "" -> always open."""
+    if not text:
+        return None
+    try:
+        start, end = (part.strip() for part in text.split("-"))
+        minutes = []
+        for part in (start, end):
+            hour, minute = (int(x) for x in part.split(":"))
+            if not (0 <= hour <= 24 and 0 <= minute < 60):
+                raise ValueError(part)
+            minutes.append(hour * 60 + minute)
+    except ValueError:
+        raise ValueError(f"contact.hours is HH:MM-HH:MM, not {text!r}") from None
+    return minutes[0], minutes[1]
+
+
+def _turns(conversation: Any) -> list[Record]:
+    if not isinstance(conversation, list):
+        raise BadRequest("conversation is a list of turns", code="invalid_message", field="conversation")
+    out = []
+    for turn in conversation[-MAX_TURNS:]:
+        if not isinstance(turn, dict) or turn.get("who") not in ("customer", "bot") or not isinstance(turn.get("text"), str):
+            raise BadRequest("a turn is {who: customer|bot, text}", code="invalid_message", field="conversation")
+        ts = turn.get("ts")
+        ts = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else 0.0
+        out.append({"who": turn["who"], "text": turn["text"][:MAX_TURN_TEXT], "ts": ts})
+    return out
+
 
 # (kind, call, extra): extra carries evidence that is not part of the call record
 # (a confirmation and its signature).
@@ -71,6 +106,9 @@ class Router:
         self.clock = clock
         self.on_event = on_event
         self._pruned_at = 0.0
+        # Set where a digital human serves calls (teller/digital_human/service.py).
+        self.bot_enabled = False
+        self._hours = parse_hours(settings.hours)
 
     # -- agents -------------------------------------------------------------------------
 
@@ -150,11 +188,21 @@ class Router:
         vip: bool = False,
         channel: str = "h5",
         room: str | None = None,
+        target: str = "agent",
     ) -> Record:
         business = self.catalogue.get(business_id)
         if not isinstance(language, str) or not 0 < len(language) <= 16:
             raise BadRequest("language is a language code", code="invalid_message", field="language")
+        if target not in ("agent", BOT_TARGET):
+            raise BadRequest(f"target is agent or {BOT_TARGET}", code="invalid_message", field="target")
         settings = self.settings
+        bot_reason = "chosen" if target == BOT_TARGET else None
+        if bot_reason is None and not self.is_open(self.clock()):
+            if settings.out_of_hours_target != BOT_TARGET or not self.bot_enabled:
+                raise Conflict(f"we are closed; opening hours are {settings.hours}", code="closed")
+            bot_reason = "out_of_hours"
+        if bot_reason is not None and not self.bot_enabled:
+            raise Conflict("the digital assistant is not available", code="bot_unavailable")
         priority = business.priority + (settings.elderly_priority if elderly else 0) + (settings.vip_priority if vip else 0)
         now = self.clock()
         call_id = f"CL_{secrets.token_urlsafe(9)}"
@@ -180,14 +228,64 @@ class Router:
             "declined_by": [],
             "answered_at": None,
             "ended_at": None,
+            "requested_at": now,
         }
+        if bot_reason is not None:
+            call.update(state="bot", bot={"reason": bot_reason, "since": now})
         async with self.store.lock(LOCK):
             await self.store.update_doc(CALL, call_id, lambda _: call)
-            await self.store.enqueue(queue_name(business.skill), call_id, {"call_id": call_id}, priority)
+            if bot_reason is None:
+                await self.store.enqueue(queue_name(business.skill), call_id, {"call_id": call_id}, priority)
         await link_room(self.store, call["room"], call_id)
+        if bot_reason is not None:
+            self._emit("to_bot", call)
+            return await self.call(call_id)
         self._emit("queued", call)
         await self.dispatch()
         return await self.call(call_id)
+
+    def is_open(self, now: float) -> bool:
+        if self._hours is None:
+            return True
+        start, end = self._hours
+        minute = int((now // 60 + self.settings.utc_offset_minutes) % (24 * 60))
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+    async def handover(
+        self, call_id: str, reason: str, conversation: list[Record], skill: str | None = None
+    ) -> Record:
+        """The digital human hands its call to a person: the call joins the skill's queue
+        ahead of new callers, carrying what was said so far for the agent to read."""
+        if not isinstance(reason, str) or not 0 < len(reason) <= 64:
+            raise BadRequest("reason is 1-64 characters", code="invalid_message", field="reason")
+        turns = _turns(conversation)
+        now = self.clock()
+        async with self.store.lock(LOCK):
+            call = await self.call(call_id)
+            if call["state"] != "bot":
+                raise Conflict("the call is not with the digital assistant", code="not_with_bot")
+            target = skill if skill in self.catalogue.skills() else call["skill"]
+            priority = call["priority"] + self.settings.transfer_priority
+            bot = {**call["bot"], "handover": {"reason": reason, "at": now, "skill": target}, "conversation": turns}
+            call = await self._update_call(
+                call_id, state="queued", skill=target, priority=priority, queued_at=now, bot=bot,
+            )
+            await self.store.enqueue(queue_name(target), call_id, {"call_id": call_id}, priority)
+        self._emit("handover", call, reason=reason)
+        await self.dispatch()
+        return await self.call(call_id)
+
+    async def note_conversation(self, call_id: str, conversation: list[Record]) -> Record | None:
+        """The bot's conversation so far, kept on a call it serves (for supervisors, and
+        for the record when the customer leaves without a person)."""
+        turns = _turns(conversation)
+
+        def change(current: Record | None) -> Record | None:
+            if current is None or not current.get("bot"):
+                return current
+            return {**current, "bot": {**current["bot"], "conversation": turns}}
+
+        return await self.store.update_doc(CALL, call_id, change)
 
     async def call(self, call_id: str) -> Record:
         call = await self.store.get_doc(CALL, call_id) if isinstance(call_id, str) else None
@@ -299,7 +397,7 @@ class Router:
             call = await self.call(call_id)
             if call["state"] in ("queued", "ringing"):
                 raise Conflict("the call was not answered; cancel it instead", code="call_not_connected")
-            if call["state"] != "connected":
+            if call["state"] not in ("connected", "bot"):
                 raise Conflict("the call has ended", code="call_ended")
             if call["offered_to"]:
                 await self._set_agent(call["offered_to"], "available", now)
@@ -525,6 +623,7 @@ class Router:
         """Timers: unanswered rings, wrap-up that ran out, calls that waited too long."""
         now = self.clock()
         overflowed = []
+        to_bot = []
         async with self.store.lock(LOCK):
             for agent in await self.store.list_agents():
                 if agent["state"] == "ringing" and now - agent["state_since"] >= self.settings.ring_timeout_s:
@@ -537,11 +636,18 @@ class Router:
             for call in await self.store.list_docs(CALL):
                 if call["state"] == "queued" and call["answered_at"] is None and now - call["queued_at"] >= self.settings.max_wait_s:
                     await self.store.remove_from_queue(queue_name(call["skill"]), call["call_id"])
+                    if self.settings.overflow_target == BOT_TARGET and self.bot_enabled and not call.get("bot"):
+                        to_bot.append(await self._update_call(
+                            call["call_id"], state="bot", bot={"reason": "max_wait", "since": now},
+                        ))
+                        continue
                     overflowed.append(await self._update_call(
                         call["call_id"], state="overflowed", ended_at=now, overflow_target=self.settings.overflow_target,
                     ))
         for call in overflowed:
             self._emit("overflowed", call)
+        for call in to_bot:
+            self._emit("to_bot", call)
         if now - self._pruned_at >= PRUNE_EVERY_S:
             self._pruned_at = now
             await self.prune(now)
