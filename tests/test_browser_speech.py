@@ -32,6 +32,13 @@ pytestmark = pytest.mark.browser
 TIMEOUT = 30.0
 EXPECT_MS = int(TIMEOUT * 1000)
 SENTENCE = "The weather in the village is sunny and the harvest will be good this year."
+
+
+def heard_sentence(text: str) -> bool:
+    """The sentence, as Whisper base hears it through Chromium's audio processing: most
+    of its words (it once wrote "hardest" for "harvest"), "village" always."""
+    words = text.lower()
+    return "village" in words and sum(w in words for w in ("weather", "sunny", "harvest", "good", "year")) >= 3
 FRAUD = "Please move your money to a safe account."
 ADVICE_EN = "Banks never move money to a 'safe account'."
 ADVICE_ZH = "银行从不要求把钱转到“安全账户”。"
@@ -149,11 +156,11 @@ async def test_captions_risk_alert_prompts_and_the_reminder_on_the_pages(asr_ser
 
         # -- A sentence the customer says: a final caption on the desk -------------------------
         await cpage.evaluate("(text) => window.__say(text)", SENTENCE)
-        said = await desk.wait(lambda s: any("harvest" in c["text"].lower() for c in customer_captions(s)),
+        said = await desk.wait(lambda s: any(heard_sentence(c["text"]) for c in customer_captions(s)),
                                "the customer's sentence as a final caption", timeout=TIMEOUT)
-        line = next(c for c in customer_captions(said) if "harvest" in c["text"].lower())
+        line = next(c for c in customer_captions(said) if heard_sentence(c["text"]))
         assert line["participant_id"] == customer_pid and line["name"] == "Farmer Li", line
-        caption = dpage.locator('#caption-lines .caption[data-role="customer"][data-final="true"]').filter(has_text="harvest")
+        caption = dpage.locator('#caption-lines .caption[data-role="customer"][data-final="true"]').filter(has_text="village")
         await expect(caption).to_have_count(1)
         await expect(caption.locator(".caption-who")).to_have_text("Customer · Farmer Li")
         await expect(caption.locator(".caption-time")).to_have_text(_pattern(r"\d\d:\d\d:\d\d"))

@@ -175,10 +175,13 @@ class DigitalHumanService:
         self._spawn(self._customer_gone(call_id))
 
     async def _customer_gone(self, call_id: str) -> None:
+        """Nobody to serve: a call with the bot ends, one it handed over stops waiting."""
         with contextlib.suppress(Exception):
             call = await self.router.call(call_id)
             if call["state"] == "bot":
                 await self.router.hang_up(call_id, by=f"service:{IDENTITY}", reason="customer_left")
+            elif call["state"] in ("queued", "ringing"):
+                await self.router.cancel(call_id, reason="customer_left")
         await self.stop_bot(call_id)
 
     async def stop_bot(self, call_id: str) -> None:

@@ -485,7 +485,8 @@
     }
     if (state.phase !== "waiting") return;
     state.phase = "call";
-    state.withBot = state.callState === "bot";
+    // The assistant may publish before the poll says "bot" (a call sent to it after waiting).
+    state.withBot = state.callState === "bot" || (Boolean(state.botId) && state.callState !== "connected");
     showView("call");
     renderControls();
     renderCaption();
