@@ -46,7 +46,7 @@ async def bot_server(tmp_path: Path) -> AsyncIterator[Server]:
         from teller.speech.service import HUB
 
         hub = srv.app[HUB]
-        await wait_until(lambda: hub._engine is not None and hub._engine.ready, timeout=60)
+        await wait_until(lambda: hub.ready, timeout=60)
         yield srv
     finally:
         await runner.cleanup()

@@ -223,6 +223,11 @@ class SpeechHub:
             if fn in listeners:
                 listeners.remove(fn)
 
+    @property
+    def ready(self) -> bool:
+        """The model is loaded and decoding."""
+        return self._engine is not None and self._engine.ready
+
     def transcribes(self, role: str) -> bool:
         return self.asr_enabled and role in self.roles
 

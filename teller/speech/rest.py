@@ -93,7 +93,7 @@ async def speech_info(request: web.Request) -> web.Response:
         "asr": {"enabled": "asr" in config.stages.enabled, "model": config.speech.asr_model or "whisper-base (bundled)",
                 "language": config.speech.asr_language or "auto",
                 # Where this process carries media: whether the model is loaded and decoding.
-                "ready": bool(hub is not None and hub._engine is not None and hub._engine.ready) if hub else None,
+                "ready": hub.ready if hub is not None else None,
                 "decoded_s": round(stats.audio_s, 1) if stats is not None else None},
         "tts": {"available": bool(_voice(request).tts.languages()), "languages": _voice(request).tts.languages()},
         "risk": {"enabled": config.speech.risk},

@@ -17,7 +17,6 @@ import collections
 import contextlib
 import fractions
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .tts import OUTPUT_RATE, TtsEngine
+from .vad import level_db
 
 log = logging.getLogger("teller.speech")
 
@@ -170,12 +170,7 @@ class VoiceTrack(MediaStreamTrack):
 
 def loudness(pcm: np.ndarray) -> float:
     """0 at -50 dBFS RMS and below, 1 at -15 dBFS and above: speech's working range."""
-    if not len(pcm):
-        return 0.0
-    samples = pcm.astype(np.float32)
-    rms = math.sqrt(float(np.dot(samples, samples)) / len(samples)) / 32768.0
-    db = 20 * math.log10(rms + 1e-9)
-    return min(1.0, max(0.0, (db + 50.0) / 35.0))
+    return min(1.0, max(0.0, (level_db(pcm) + 50.0) / 35.0))
 
 
 @dataclass

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...config import ConfigError
 from ...config.settings import ContactSettings
 from ...errors import BadRequest, Conflict, NotFound
 from ...recording.session_info import link_room, record_outcome
@@ -64,7 +65,7 @@ def parse_hours(text: str) -> tuple[int, int] | None:
                 raise ValueError(part)
             minutes.append(hour * 60 + minute)
     except ValueError:
-        raise ValueError(f"contact.hours is HH:MM-HH:MM, not {text!r}") from None
+        raise ConfigError(f"contact.hours is HH:MM-HH:MM, not {text!r}") from None
     return minutes[0], minutes[1]
 
 
