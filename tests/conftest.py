@@ -231,3 +231,20 @@ def voice() -> Any:
 
     yield speech
     engine.close()
+
+
+@pytest.fixture
+async def bot_server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A server whose digital human hears English (the ASR stage on, its model loaded)."""
+    srv, runner = await start_in_process(
+        tmp_path, stages={"enabled": ["asr"]}, speech={"asr_language": "en"},
+        digital_human={"greet_delay_s": 0.5},
+    )
+    try:
+        from teller.speech.service import HUB
+
+        hub = srv.app[HUB]
+        await wait_until(lambda: hub.ready, timeout=60)
+        yield srv
+    finally:
+        await runner.cleanup()

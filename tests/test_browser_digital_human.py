@@ -7,7 +7,6 @@ assistant had and takes the call, and the assistant leaves.
 from __future__ import annotations
 
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +17,7 @@ from teller.config import load_config
 from teller.speech.tts import TtsEngine
 
 from .browser import SCREENSHOTS, StatsPage, chromium_context, require_browser
-from .conftest import Server, start_in_process, wait_until
+from .conftest import Server
 
 playwright_api = require_browser(30_000)
 expect = playwright_api.expect
@@ -34,22 +33,6 @@ RATE = 48000
 # Before the words: time for the page to join and the assistant to start its greeting,
 # which the words then interrupt.
 LEAD_S = 6.0
-
-
-@pytest.fixture
-async def bot_server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv, runner = await start_in_process(
-        tmp_path, stages={"enabled": ["asr"]}, speech={"asr_language": "en"},
-        digital_human={"greet_delay_s": 0.5},
-    )
-    try:
-        from teller.speech.service import HUB
-
-        hub = srv.app[HUB]
-        await wait_until(lambda: hub.ready, timeout=60)
-        yield srv
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,7 +24,7 @@ from teller.signaling.keys import STORE
 from teller.speech.voice import loudness
 from teller.state import StateStore
 
-from .conftest import Server, start_in_process, wait_until
+from .conftest import Server, wait_until
 from .test_contact_rest import agent_token, register
 from .test_rest import call
 from .test_speech_media import data_of
@@ -38,22 +37,6 @@ pytestmark = pytest.mark.media
 
 OPENING_HOURS = "What are your opening hours?"
 PERSON = "I want to talk to a person."
-
-
-@pytest.fixture
-async def bot_server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv, runner = await start_in_process(
-        tmp_path, stages={"enabled": ["asr"]}, speech={"asr_language": "en"},
-        digital_human={"greet_delay_s": 0.5},
-    )
-    try:
-        from teller.speech.service import HUB
-
-        hub = srv.app[HUB]
-        await wait_until(lambda: hub.ready, timeout=60)
-        yield srv
-    finally:
-        await runner.cleanup()
 
 
 class Customer:
