@@ -1,4 +1,4 @@
-"""`teller client`: publish a test pattern or a file, watch a participant, send data."""
+"""`teller client`: publish a test pattern or a file, be a body camera, watch a participant, send data."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..field.gps import TOPIC as GPS_TOPIC
+from ..field.gps import walk
 from .room import ClientError, RoomClient
 from .sources import TestPatternTrack, ToneTrack, file_tracks
 
@@ -30,6 +32,18 @@ def add_parser(sub: Any) -> None:
     publish.add_argument("--video-codec", choices=["VP8", "H264"], default=None)
     publish.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until interrupted")
 
+    bodycam = actions.add_parser("bodycam", help="a field officer's body camera: test pattern (or a file) and GPS fixes")
+    bodycam.add_argument("--file", help="a media file to play instead of the test pattern")
+    bodycam.add_argument("--loop", action="store_true", help="loop the file")
+    bodycam.add_argument("--width", type=int, default=640)
+    bodycam.add_argument("--height", type=int, default=480)
+    bodycam.add_argument("--fps", type=int, default=30)
+    bodycam.add_argument("--lat", type=float, default=30.5728, help="where the walk starts (default: a farm near Wuhan)")
+    bodycam.add_argument("--lon", type=float, default=114.2719)
+    bodycam.add_argument("--gps-interval", type=float, default=2.0, help="seconds between fixes")
+    bodycam.add_argument("--seed", type=int, default=0, help="the simulated walk's seed")
+    bodycam.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until interrupted")
+
     subscribe = actions.add_parser("subscribe", help="receive and decode a participant's tracks")
     subscribe.add_argument("--participant", help="participant id; default: the first one publishing")
     subscribe.add_argument("--duration", type=float, default=0)
@@ -47,6 +61,8 @@ async def run(args: argparse.Namespace) -> int:
         _print({"event": "joined", "room": joined["room"]["name"], "participant_id": client.participant_id})
         if args.action == "publish":
             await _publish(client, args)
+        elif args.action == "bodycam":
+            await _bodycam(client, args)
         elif args.action == "subscribe":
             await _subscribe(client, args)
         else:
@@ -86,6 +102,36 @@ async def _publish(client: RoomClient, args: argparse.Namespace) -> None:
     await publication.wait_connected()
     _print({"event": "publishing", "transport_id": publication.transport_id, "tracks": publication.tracks})
     await _until(client, args.duration)
+
+
+async def _bodycam(client: RoomClient, args: argparse.Namespace) -> None:
+    """Publishes like `publish`, and walks: a GPS fix every --gps-interval seconds."""
+    tracks: list[MediaStreamTrack]
+    if args.file:
+        audio, video = file_tracks(args.file, loop=args.loop)
+        tracks = [t for t in (audio, video) if t is not None]
+    else:
+        tracks = [ToneTrack(), TestPatternTrack(args.width, args.height, args.fps)]
+    publication = await client.publish(tracks, data_channel=True)
+    await publication.wait_connected()
+    _print({"event": "publishing", "transport_id": publication.transport_id, "tracks": publication.tracks})
+    sent = 0
+
+    async def report() -> None:
+        nonlocal sent
+        for fix in walk(args.lat, args.lon, interval_s=args.gps_interval, seed=args.seed):
+            await client.send_data(fix.to_json(), topic=GPS_TOPIC)
+            sent += 1
+            _print({"event": "gps", **fix.to_json()})
+            await asyncio.sleep(args.gps_interval)
+
+    reporter = asyncio.create_task(report())
+    try:
+        await _until(client, args.duration)
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
+        _print({"event": "stopped", "gps_sent": sent})
 
 
 async def _subscribe(client: RoomClient, args: argparse.Namespace) -> None:

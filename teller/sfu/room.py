@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
@@ -22,6 +23,7 @@ from ..errors import (
     PayloadTooLarge,
     Unavailable,
 )
+from ..field import gps
 from ..ratelimit import TokenBucket
 from .events import (
     DataReceived,
@@ -57,7 +59,11 @@ TIMELINE_TOPICS = {
     "prompt": "prompt_played",
     "screen_share": "screen_share",
     "snapshot": "snapshot",
+    "gps": "gps",
 }
+# Topics whose payload the room checks (BadRequest to the sender) and normalises before
+# anyone receives it: a field device's GPS fix must be a place, not any JSON.
+DATA_CHECKS: dict[str, Callable[[Any], Any]] = {gps.TOPIC: gps.normalise}
 
 
 class Room:
@@ -363,6 +369,9 @@ class Room:
             not isinstance(to, list) or len(to) > MAX_TARGETS or not all(isinstance(t, str) for t in to)
         ):
             raise BadRequest("to must be a list of participant ids or identities", code="invalid_message")
+        check = DATA_CHECKS.get(topic) if topic is not None and sender is not None else None
+        if check is not None:
+            payload = check(payload)
         event = DataReceived(
             from_participant_id=sender.id if sender else None,
             from_identity=sender.identity if sender else None,
