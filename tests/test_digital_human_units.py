@@ -305,6 +305,21 @@ async def test_an_answer_resets_the_failures(harness: Harness) -> None:
     assert harness.handovers == []
 
 
+async def test_a_person_comes_from_the_skill_of_the_last_topic() -> None:
+    loans = Answer("Our officers visit farms to advise on loans.", "faq", "farm_loans", "loans", 0.8)
+    made = Harness(answers={"hours": HOURS, "loan": loans})
+    await made.start()
+    try:
+        made.caption("what are your hours")
+        made.caption("and how do I get a farm loan")
+        await until(lambda: made.bot.topic_skill == "loans")
+        made.caption("I want to talk to a person")
+        await until(lambda: made.handovers)
+        assert made.handovers[0][:2] == ("asked_for_person", "loans")
+    finally:
+        await made.close()
+
+
 @pytest.mark.parametrize("question", ["I want to talk to a person", "转人工", "can I speak to an agent please"])
 async def test_asking_for_a_person_hands_over_at_once(harness: Harness, question: str) -> None:
     harness.caption(question)

@@ -82,6 +82,7 @@ class DigitalHuman:
         self.conversation: list[dict[str, Any]] = []
         self.stats = BotStats()
         self.failures = 0
+        self.topic_skill: str | None = None  # the skill of what the customer asked about last
         self.handed_over: str | None = None
         self.closed = False
         self._heard: list[str] = []  # final pieces of what the customer is saying
@@ -244,6 +245,7 @@ class DigitalHuman:
         if answer is not None and answer.text:
             self.failures = 0
             self.stats.answered += 1
+            self.topic_skill = answer.skill or self.topic_skill
             await self._on_event({"type": "bot_answer", "ts": round(time.time(), 3), "question": shown,
                                   "answer": answer.text, "source": answer.source, "entry": answer.entry_id,
                                   "score": answer.score})
@@ -264,6 +266,8 @@ class DigitalHuman:
         if self.handed_over:
             return
         self.handed_over = reason
+        # A person who knows what was being asked about: the last answer's skill.
+        skill = skill or self.topic_skill
         line = text({"asked_for_person": "handover_asked", "not_understood": "handover_not_understood",
                      "risk": "handover_risk", "answerer": "handover_llm"}.get(reason, "handover_unavailable"), self.language)
         self._cut_speech()
