@@ -91,14 +91,16 @@ async def _until(client: RoomClient, duration: float) -> None:
         await client.closed.wait()
 
 
-async def _publish(client: RoomClient, args: argparse.Namespace) -> None:
-    tracks: list[MediaStreamTrack]
+def _tracks(args: argparse.Namespace) -> list[MediaStreamTrack]:
+    """The file's tracks, or a tone and a test pattern."""
     if args.file:
         audio, video = file_tracks(args.file, loop=args.loop)
-        tracks = [t for t in (audio, video) if t is not None]
-    else:
-        tracks = [ToneTrack(), TestPatternTrack(args.width, args.height, args.fps)]
-    publication = await client.publish(tracks, video_codec=args.video_codec)
+        return [t for t in (audio, video) if t is not None]
+    return [ToneTrack(), TestPatternTrack(args.width, args.height, args.fps)]
+
+
+async def _publish(client: RoomClient, args: argparse.Namespace) -> None:
+    publication = await client.publish(_tracks(args), video_codec=args.video_codec)
     await publication.wait_connected()
     _print({"event": "publishing", "transport_id": publication.transport_id, "tracks": publication.tracks})
     await _until(client, args.duration)
@@ -106,13 +108,7 @@ async def _publish(client: RoomClient, args: argparse.Namespace) -> None:
 
 async def _bodycam(client: RoomClient, args: argparse.Namespace) -> None:
     """Publishes like `publish`, and walks: a GPS fix every --gps-interval seconds."""
-    tracks: list[MediaStreamTrack]
-    if args.file:
-        audio, video = file_tracks(args.file, loop=args.loop)
-        tracks = [t for t in (audio, video) if t is not None]
-    else:
-        tracks = [ToneTrack(), TestPatternTrack(args.width, args.height, args.fps)]
-    publication = await client.publish(tracks, data_channel=True)
+    publication = await client.publish(_tracks(args), data_channel=True)
     await publication.wait_connected()
     _print({"event": "publishing", "transport_id": publication.transport_id, "tracks": publication.tracks})
     sent = 0
