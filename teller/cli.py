@@ -1,4 +1,4 @@
-"""`teller`: serve, signal, node, cluster, token, client."""
+"""`teller`: serve, signal, node, cluster, token, client, ingest."""
 
 from __future__ import annotations
 
@@ -215,10 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--grants", help="comma-separated: publish,subscribe,data,admin (default: by role)")
 
     from .client.cli import add_parser as add_client_parser
+    from .field.ingest_cli import add_parser as add_ingest_parser
     from .impair.cli import add_parser as add_impair_parser
     from .recording.cli import add_parsers as add_recording_parsers
 
     add_client_parser(sub)
+    add_ingest_parser(sub)
     add_impair_parser(sub)
     add_recording_parsers(sub)
 
@@ -248,6 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         from .client.cli import run as run_client
 
         raise SystemExit(asyncio.run(run_client(args)))
+    elif args.command == "ingest":
+        from .field.ingest_cli import run as run_ingest
+
+        raise SystemExit(asyncio.run(run_ingest(args)))
     elif args.command == "impair":
         from .impair.cli import run as run_impair
 

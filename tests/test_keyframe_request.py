@@ -73,3 +73,51 @@ async def test_no_request_no_pli_when_the_leg_comes_up() -> None:
     leg.active = True
     track.leg_ready()
     assert plis(leg) == 0
+
+
+class Downtrack:
+    """What a publication's fan-out calls; counts restarts."""
+
+    def __init__(self) -> None:
+        self.restarts = 0
+        self.packets = 0
+        self.remb_bitrate = 0
+        self.remb_at = 0.0
+
+    def write(self, pkt: bytes, seq: int, ts: int, keyframe: bool) -> None:
+        self.packets += 1
+
+    def restart_on_keyframe(self) -> None:
+        self.restarts += 1
+
+
+def pli_only(leg: Leg) -> int:
+    """PLIs alone: receiver reports carry REMB, also payload-specific feedback."""
+    return sum(1 for data in leg.sent for p in rtcp.parse(data) if type(p).__name__ == "RtcpPsfbPacket" and p.fmt == 1)
+
+
+def _rtp(seq: int, ts: int) -> bytes:
+    return bytes([0x80, 96, seq >> 8, seq & 0xFF]) + ts.to_bytes(4, "big") + (1234).to_bytes(4, "big") + b"\x00" * 20
+
+
+async def test_a_loss_too_long_to_repair_restarts_subscribers_on_a_keyframe() -> None:
+    """A dropped link whose peer connection survived: the publisher sent hundreds of
+    packets into the void, and the frames after them cannot be decoded."""
+    leg = Leg()
+    leg.active = True
+    track = publication(leg)
+    track._keyframe_interval = 0.0  # every request goes out: this test counts them
+    downtrack = Downtrack()
+    track.attach(downtrack)  # type: ignore[arg-type]
+    seq = 100
+    for _ in range(20):
+        track.on_rtp(_rtp(seq, 3000 * seq), 0.0)
+        seq += 1
+    track.on_rtp(_rtp(seq + 5, 3000 * (seq + 5)), 0.0)  # a few lost: NACKs repair that
+    assert track.restarts == 0 and downtrack.restarts == 0 and pli_only(leg) == 0
+    seq += 6
+    track.on_rtp(_rtp(seq + 300, 3000 * (seq + 300)), 0.0)  # 300 lost: the link was down
+    assert track.restarts == 1 and downtrack.restarts == 1 and pli_only(leg) == 1
+    assert downtrack.packets == 22  # the packet that showed the hole went on to the downtrack
+    track.on_rtp(_rtp(seq + 301, 3000 * (seq + 301)), 0.0)  # flowing again: nothing more
+    assert track.restarts == 1 and downtrack.restarts == 1 and pli_only(leg) == 1

@@ -427,7 +427,7 @@ async def test_node_stats_needs_admin_for_every_room(http: aiohttp.ClientSession
 
 # -- OpenAPI ------------------------------------------------------------------------------------
 
-UNDOCUMENTED = {"/", "/call", "/customer", "/desk", "/wallboard", "/replay", "/static/{name}"}
+UNDOCUMENTED = {"/", "/call", "/customer", "/desk", "/wallboard", "/replay", "/officer", "/review", "/static/{name}"}
 
 
 async def test_openapi_document(http: aiohttp.ClientSession, server: Server) -> None:
@@ -555,7 +555,7 @@ async def test_every_page_is_served_and_the_index_links_them(http: aiohttp.Clien
     async with http.get(server.url + "/") as r:
         assert r.status == 200 and r.content_type == "text/html"
         index = await r.text()
-    for page in ("/customer", "/desk", "/wallboard", "/call", "/replay"):
+    for page in ("/customer", "/desk", "/wallboard", "/call", "/replay", "/officer", "/review"):
         assert f'href="{page}' in index
         async with http.get(server.url + page) as r:
             assert r.status == 200 and r.content_type == "text/html", page

@@ -18,7 +18,8 @@ def _page(name: str) -> web.Response:
 
 # Path -> page. "/" links every part to play (where the README's first command sends a
 # person); /customer is the H5 / VTM / PC page, /desk the agent's, /wallboard the
-# supervisor's, /call a plain two-person call, /replay the compliance replay of recordings.
+# supervisor's, /call a plain two-person call, /replay the compliance replay of recordings,
+# /officer the field officer's phone and /review the risk reviewer's desk (on-site + remote).
 PAGES = {
     "/": "index.html",
     "/customer": "customer.html",
@@ -26,6 +27,8 @@ PAGES = {
     "/wallboard": "wallboard.html",
     "/call": "call.html",
     "/replay": "replay.html",
+    "/officer": "officer.html",
+    "/review": "review.html",
 }
 
 

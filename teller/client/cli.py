@@ -11,10 +11,9 @@ from typing import Any
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..field.gps import TOPIC as GPS_TOPIC
-from ..field.gps import walk
+from .bodycam import BodyCam
 from .room import ClientError, RoomClient
-from .sources import TestPatternTrack, ToneTrack, file_tracks
+from .sources import media_tracks
 
 
 def add_parser(sub: Any) -> None:
@@ -43,6 +42,15 @@ def add_parser(sub: Any) -> None:
     bodycam.add_argument("--gps-interval", type=float, default=2.0, help="seconds between fixes")
     bodycam.add_argument("--seed", type=int, default=0, help="the simulated walk's seed")
     bodycam.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until interrupted")
+    bodycam.add_argument("--local-dir", help="record on the device into this folder and upload what a dropped link missed")
+    bodycam.add_argument("--segment-s", type=float, default=5.0, help="length of the device's own segments")
+    bodycam.add_argument("--lookback-s", type=float, default=22.0,
+                         help="how far before a detected drop the upload starts (a stalled link is noticed late)")
+    bodycam.add_argument("--reconnect-s", type=float, default=120.0, help="how long to try to resume before joining afresh")
+    bodycam.add_argument("--relay-only", action="store_true", help="media through TURN only (e.g. behind `teller impair`)")
+    bodycam.add_argument("--whip", action="store_true", help="publish over WHIP (GPS then goes over REST)")
+    bodycam.add_argument("--case", help="start a field visit for this case number (the token is then the officer's own)")
+    bodycam.add_argument("--customer", default="Customer", help="the customer's name, with --case")
 
     subscribe = actions.add_parser("subscribe", help="receive and decode a participant's tracks")
     subscribe.add_argument("--participant", help="participant id; default: the first one publishing")
@@ -55,14 +63,20 @@ def add_parser(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.action == "bodycam":
+        try:
+            return await BodyCam.main(args)
+        except ClientError as exc:
+            print(json.dumps({"error": exc.code, "message": exc.message}), file=sys.stderr)
+            return 1
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return 0
     client = RoomClient(args.url, args.token)
     try:
         joined = await client.connect()
         _print({"event": "joined", "room": joined["room"]["name"], "participant_id": client.participant_id})
         if args.action == "publish":
             await _publish(client, args)
-        elif args.action == "bodycam":
-            await _bodycam(client, args)
         elif args.action == "subscribe":
             await _subscribe(client, args)
         else:
@@ -92,11 +106,7 @@ async def _until(client: RoomClient, duration: float) -> None:
 
 
 def _tracks(args: argparse.Namespace) -> list[MediaStreamTrack]:
-    """The file's tracks, or a tone and a test pattern."""
-    if args.file:
-        audio, video = file_tracks(args.file, loop=args.loop)
-        return [t for t in (audio, video) if t is not None]
-    return [ToneTrack(), TestPatternTrack(args.width, args.height, args.fps)]
+    return media_tracks(args.file, args.loop, args.width, args.height, args.fps)
 
 
 async def _publish(client: RoomClient, args: argparse.Namespace) -> None:
@@ -104,30 +114,6 @@ async def _publish(client: RoomClient, args: argparse.Namespace) -> None:
     await publication.wait_connected()
     _print({"event": "publishing", "transport_id": publication.transport_id, "tracks": publication.tracks})
     await _until(client, args.duration)
-
-
-async def _bodycam(client: RoomClient, args: argparse.Namespace) -> None:
-    """Publishes like `publish`, and walks: a GPS fix every --gps-interval seconds."""
-    publication = await client.publish(_tracks(args), data_channel=True)
-    await publication.wait_connected()
-    _print({"event": "publishing", "transport_id": publication.transport_id, "tracks": publication.tracks})
-    sent = 0
-
-    async def report() -> None:
-        nonlocal sent
-        for fix in walk(args.lat, args.lon, interval_s=args.gps_interval, seed=args.seed):
-            await client.send_data(fix.to_json(), topic=GPS_TOPIC)
-            sent += 1
-            _print({"event": "gps", **fix.to_json()})
-            await asyncio.sleep(args.gps_interval)
-
-    reporter = asyncio.create_task(report())
-    try:
-        await _until(client, args.duration)
-    finally:
-        reporter.cancel()
-        await asyncio.gather(reporter, return_exceptions=True)
-        _print({"event": "stopped", "gps_sent": sent})
 
 
 async def _subscribe(client: RoomClient, args: argparse.Namespace) -> None:

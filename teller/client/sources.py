@@ -162,3 +162,11 @@ class SpeechTrack(PacedTrack):
         frame.pts = index * self._samples
         frame.time_base = fractions.Fraction(1, self.sample_rate)
         return frame
+
+
+def media_tracks(file: str | None, loop: bool, width: int, height: int, fps: int) -> list[MediaStreamTrack]:
+    """The file's tracks, or a tone and a test pattern (what `teller client` publishes)."""
+    if file:
+        audio, video = file_tracks(file, loop=loop)
+        return [t for t in (audio, video) if t is not None]
+    return [ToneTrack(), TestPatternTrack(width, height, fps)]

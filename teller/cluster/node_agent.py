@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import Config
@@ -38,6 +39,10 @@ class NodeAgent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._store_ok = True
         self.drained = asyncio.Event()
+        # Commands other components of this process answer (op -> handler), run as tasks
+        # so that a slow one (a snapshot waits for a frame) holds up no other command.
+        self.handlers: dict[str, Callable[[Record], Awaitable[None]]] = {}
+        self._handling: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.node.room_guard = self._guard
@@ -119,6 +124,10 @@ class NodeAgent:
             await room.remove(str(message.get("participant_id")), str(message.get("reason", "removed_by_api")))
         elif op == "drain":
             asyncio.create_task(self.drain(), name="node-drain")
+        elif isinstance(op, str) and op in self.handlers:
+            task = asyncio.create_task(self.handlers[op](message), name=f"node-{op}")
+            self._handling.add(task)
+            task.add_done_callback(self._handling.discard)
 
     async def drain(self) -> None:
         """Stop taking rooms, move every room elsewhere, then report drained."""

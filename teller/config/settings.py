@@ -335,6 +335,28 @@ class DigitalHumanSettings:
 
 
 @dataclass
+class FieldSettings:
+    """On-site + remote (docs/field.md): a field officer's body camera or phone, a remote
+    risk reviewer, GPS and evidence in the recording."""
+
+    enabled: bool = True
+    # An officer whose link drops keeps its place (and its media's peer connection) this
+    # long; rural mobile links drop for longer than the 20 s other participants get.
+    resume_window_s: float = 60.0
+    # GPS fixes kept per session for the reviewer's map (the recording keeps all of them).
+    max_fixes: int = 2000
+    # A snapshot waits this long for a decodable frame of the officer's video.
+    snapshot_timeout_s: float = 6.0
+    # Ended sessions stay in the reviewer's list this long.
+    list_ended_s: float = 3600.0
+    # Device-side segments: an upload is kept this long to be resumed, in chunks of at most
+    # chunk_max_bytes, and may be at most max_upload_bytes.
+    upload_keep_s: float = 86400.0
+    chunk_max_bytes: int = 4 * 1024 * 1024
+    max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -360,3 +382,5 @@ class Config:
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     objects: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    # Last: from here on, `field` in this class body names this attribute, not the function.
+    field: FieldSettings = field(default_factory=FieldSettings)

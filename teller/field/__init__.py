@@ -1,1 +1,2 @@
-"""On-site + remote: what a field officer's device sends besides media (GPS fixes)."""
+"""On-site + remote (docs/field.md): field visits, their GPS and evidence, and the ways a
+field device's media comes in (the SDK body camera, WHIP, RTSP through `teller ingest`)."""

@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import socket
 import time
@@ -28,6 +29,7 @@ from .index import IndexFeeder, RecordingIndex, publish_op
 from .manifest import MANIFEST_NAME, manifest_mac, session_prefix
 from .objects import ObjectNotFound, ObjectStore
 from .segments import write_json_atomic
+from .uploads import UploadStore
 
 log = logging.getLogger("teller.recording")
 
@@ -51,6 +53,7 @@ class Archive:
         self.feeder = IndexFeeder(state, self.index, persist_cursor=config.state.backend != "memory")
         self.audit_dir = Path(self.settings.audit_dir) if self.settings.audit_dir else root / "audit"
         self.audit = AuditLog(self.audit_dir, writer_id or f"{socket.gethostname()}-{config.server.port}", secret)
+        self.uploads = UploadStore(root / "uploads", config.field)
         self._owner = f"retention-{secrets.token_hex(6)}"
         self._sweeper: asyncio.Task[None] | None = None
         self.swept = 0
@@ -148,14 +151,12 @@ class Archive:
     # -- field devices ------------------------------------------------------------------
 
     async def ingest_segment(self, sid: str, room: str, device: str, request: web.Request) -> dict[str, Any]:
-        """Writes a device segment into the spool as one more part of the session."""
+        """Writes a device segment, sent whole as multipart, into the spool as one more part."""
         if not request.content_type.startswith("multipart/"):
             raise BadRequest("send multipart/form-data with meta and file", code="invalid_message")
         reader = await request.multipart()
         meta: dict[str, Any] | None = None
         part_id = f"device-{secrets.token_hex(4)}"
-        directory = self.finalizer.spool / sid
-        tracks = directory / "tracks" / part_id
         media: Path | None = None
         try:
             while True:
@@ -166,25 +167,45 @@ class Archive:
                     raw = await field.read(decode=False)  # type: ignore[union-attr]
                     if len(raw) > MAX_META_BYTES:
                         raise PayloadTooLarge("meta is too large", code="message_too_large")
-                    meta = _device_meta(raw)
+                    meta = device_meta(raw)
                 elif field.name == "file":  # type: ignore[union-attr]
                     if meta is None:
                         raise BadRequest("meta must come before file", code="invalid_message", field="meta")
-                    tracks.mkdir(parents=True, exist_ok=True)
-                    suffix = ".webm" if meta["codec"].lower() in ("vp8", "vp9", "opus") else ".mkv"
-                    media = tracks / f"{meta['participant_id']}-{part_id}-0{suffix}"
+                    media = self._segment_path(sid, part_id, meta)
                     await _save(field, media)  # type: ignore[arg-type]
             if meta is None or media is None:
                 raise BadRequest("meta and file are required", code="invalid_message")
-            from .finalize import media_probe
-
-            duration, _ = await asyncio.to_thread(media_probe, media)
-            if duration <= 0:
-                raise BadRequest("the file is not a playable WebM/Matroska segment", code="invalid_media", field="file")
+            return await self._add_segment(sid, room, device, meta, part_id, media)
         except BaseException:
             if media is not None:
                 media.unlink(missing_ok=True)
             raise
+
+    async def ingest_file(self, sid: str, room: str, device: str, meta: dict[str, Any], path: Path) -> dict[str, Any]:
+        """A finished resumable upload (checked meta, verified bytes) joins the session."""
+        part_id = f"device-{secrets.token_hex(4)}"
+        media = self._segment_path(sid, part_id, meta)
+        try:
+            await asyncio.to_thread(path.replace, media)
+            return await self._add_segment(sid, room, device, meta, part_id, media)
+        except BaseException:
+            media.unlink(missing_ok=True)
+            raise
+
+    def _segment_path(self, sid: str, part_id: str, meta: dict[str, Any]) -> Path:
+        tracks = self.finalizer.spool / sid / "tracks" / part_id
+        tracks.mkdir(parents=True, exist_ok=True)
+        suffix = ".webm" if meta["codec"].lower() in ("vp8", "vp9", "opus") else ".mkv"
+        return tracks / f"{meta['participant_id']}-{part_id}-0{suffix}"
+
+    async def _add_segment(self, sid: str, room: str, device: str, meta: dict[str, Any], part_id: str,
+                           media: Path) -> dict[str, Any]:
+        from .finalize import media_probe
+
+        directory = self.finalizer.spool / sid
+        duration, _ = await asyncio.to_thread(media_probe, media)
+        if duration <= 0:
+            raise BadRequest("the file is not a playable WebM/Matroska segment", code="invalid_media", field="file")
         start = float(meta["start_wall"])
         track = {"session_id": sid, "room": room, "node_id": part_id, "participant_id": meta["participant_id"],
                  "identity": device, "name": meta.get("label") or device, "role": "officer",
@@ -192,22 +213,28 @@ class Archive:
         write_json_atomic(media.with_name(media.name + ".json"), {
             "path": media.name, "index": 0, "start_wall": start, "end_wall": start + duration, "frames": 1,
             "bytes": media.stat().st_size, "closed": True, "track": track, "device": True})
-        events = [{"type": "device_segment", "ts": start, "participant_id": meta["participant_id"],
-                   "duration_s": round(duration, 3), "device": device}, *meta.get("events", [])]
+        events = [{"type": "device_segment", "ts": start, "participant_id": meta["participant_id"], "kind": meta["kind"],
+                   "duration_s": round(duration, 3), "end": round(start + duration, 3), "device": device,
+                   **({"sha256": meta["sha256"]} if meta.get("sha256") else {})}, *meta.get("events", [])]
         text = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in events)
         await asyncio.to_thread((directory / f"timeline-{part_id}.jsonl").write_text, text, "utf-8")
         write_json_atomic(directory / f"part-{part_id}.json", {
             "session_id": sid, "room": room, "node_id": part_id, "started_at": start,
             "ended_at": start + duration, "end": "device", "metadata": {}, "info": None})
         self.finalizer.enqueue(sid, None)
+        log.info("device segment added", extra={"session": sid, "part": part_id, "duration_s": round(duration, 3)})
         return {"session_id": sid, "part": part_id, "duration_s": round(duration, 3)}
 
 
-def _device_meta(raw: bytes) -> dict[str, Any]:
-    try:
-        meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("meta is not JSON", code="invalid_json", field="meta") from exc
+def device_meta(raw: bytes | dict[str, Any]) -> dict[str, Any]:
+    """What a device says of its segment, checked; `raw` is JSON text or an object."""
+    if isinstance(raw, dict):
+        meta: Any = dict(raw)
+    else:
+        try:
+            meta = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest("meta is not JSON", code="invalid_json", field="meta") from exc
     if not isinstance(meta, dict):
         raise BadRequest("meta is a JSON object", code="invalid_message", field="meta")
     if meta.get("kind") not in ("audio", "video"):
@@ -221,9 +248,13 @@ def _device_meta(raw: bytes) -> dict[str, Any]:
     if not isinstance(participant, str) or not participant.replace("_", "").replace("-", "").isalnum() or len(participant) > 64:
         raise BadRequest("meta.participant_id is letters, digits, '_' or '-'", code="invalid_message", field="participant_id")
     meta["participant_id"] = participant
+    label = meta.get("label")
+    if label is not None and (not isinstance(label, str) or len(label) > 200):
+        raise BadRequest("meta.label is text of at most 200 characters", code="invalid_message", field="label")
     events = meta.get("events", [])
     if not isinstance(events, list) or len(events) > 1000 or not all(
-        isinstance(e, dict) and isinstance(e.get("type"), str) and isinstance(e.get("ts"), (int, float)) for e in events
+        isinstance(e, dict) and isinstance(e.get("type"), str) and isinstance(e.get("ts"), (int, float))
+        and not isinstance(e.get("ts"), bool) and math.isfinite(e["ts"]) for e in events
     ):
         raise BadRequest("meta.events is a list of {type, ts, ...}", code="invalid_message", field="events")
     meta["events"] = [{**e, "source": "device"} for e in events]

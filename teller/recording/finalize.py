@@ -36,6 +36,7 @@ from ..speech.transcript import (
 from ..speech.transcript import public as public_transcript
 from ..state import StateStore, StateUnavailable
 from .composite import Clip, CompositeOptions, build_composite_at_low_priority
+from .coverage import coverage, gap_events
 from .index import publish_op
 from .manifest import (
     MANIFEST_NAME,
@@ -311,7 +312,8 @@ class Finalizer:
         started_at = min(starts) if starts else time.time()
         ends = [t["end_wall"] for t in tracks if t.get("end_wall")] + [p["ended_at"] for p in parts if p.get("ended_at")]
         ended_at = max(ends) if ends else started_at
-        events = await self._timeline(roots, info, started_at)
+        cover = coverage(tracks)
+        events = await self._timeline(roots, info, started_at, gap_events(cover))
         write_json_atomic(directory / "timeline.json",
                           {"session_id": sid, "started_at": started_at, "events": [strip_sealed(e) for e in events]})
         quality = build_quality_report(sid, events)
@@ -363,6 +365,7 @@ class Finalizer:
             "customer_id": info.get("customer_id"), "customer_name": info.get("customer_name"),
             "outcome": info.get("outcome"), "call_id": info.get("call_id"), "flags": flags,
             "nodes": sorted({p.get("node_id", "") for p in parts}),
+            **({"coverage": cover} if cover else {}),
         }
         manifest = build_manifest(sid, files, session, self._secret)
         await self.objects.put_bytes(prefix + MANIFEST_NAME, json.dumps(manifest, ensure_ascii=False, indent=1).encode(),
@@ -407,13 +410,15 @@ class Finalizer:
                 label = " ".join(x for x in (role.capitalize(), track.get("name") or track.get("identity") or "") if x)
                 tracks.append({"name": name, "participant_id": track.get("participant_id", ""), "label": label,
                                "track_kind": track.get("kind"), "start_wall": meta["start_wall"],
-                               "end_wall": meta.get("end_wall")})
+                               "end_wall": meta.get("end_wall"), "device": bool(meta.get("device")),
+                               "gaps": meta.get("gaps") or []})
                 clips.append(Clip(path=media, kind=str(track.get("kind")), participant_id=str(track.get("participant_id")),
                                   label=label, start_wall=float(meta["start_wall"])))
         return clips, tracks
 
-    async def _timeline(self, roots: list[Path], info: dict[str, Any], started_at: float) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
+    async def _timeline(self, roots: list[Path], info: dict[str, Any], started_at: float,
+                        extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = list(extra or [])
         for root in roots:
             for path in sorted(root.glob("timeline-*.jsonl")):
                 text = await asyncio.to_thread(path.read_text, "utf-8")

@@ -52,6 +52,9 @@ class SessionPart:
     info: dict[str, Any] | None = None
     discarded: bool = False
     lookup: asyncio.Task[None] | None = None
+    # Tracks unpublished before the part ends, still closing their segments: the part
+    # ends after them, or the finaliser would find their segments open.
+    detaching: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def part_file(self) -> Path:
@@ -122,7 +125,7 @@ class Recorder:
         elif kind == "track_unpublished":
             recorder = part.tracks.pop(str(event.get("track_id")), None)
             if recorder is not None:
-                self._spawn(self._detach(room, recorder))
+                part.detaching.add(self._spawn(self._detach(room, recorder)))
         elif kind in ("room_closed", "room_moved"):
             self.parts.pop(room.sid, None)
             self._spawn(self._end(part, final=kind == "room_closed", reason=str(event.get("reason", ""))))
@@ -132,8 +135,15 @@ class Recorder:
         for part in self.parts.values():
             if part.room == room_name and not part.discarded:
                 self.write_event(part, event)
-                if part.info is None or event.get("call_id"):
+                # A call linked, or a field visit decided: who and what it was changed.
+                if part.info is None or event.get("call_id") or event.get("type") == "field_decision":
                     self._resolve(part)
+
+    def refresh_info(self, room_name: str) -> None:
+        """What the session is (its outcome, say) changed: look it up again."""
+        for part in self.parts.values():
+            if part.room == room_name and not part.discarded:
+                self._resolve(part)
 
     def write_event(self, part: SessionPart, event: dict[str, Any]) -> None:
         if part.timeline is None:
@@ -236,7 +246,7 @@ class Recorder:
                 if publication is not None:
                     publication.remove_tap(recorder.tap)
         recorders, part.tracks = list(part.tracks.values()), {}
-        await asyncio.gather(*(self.worker.finish(r) for r in recorders), return_exceptions=True)
+        await asyncio.gather(*(self.worker.finish(r) for r in recorders), *part.detaching, return_exceptions=True)
         if part.timeline is not None:
             with contextlib.suppress(OSError):
                 part.timeline.close()

@@ -27,6 +27,7 @@ from ..errors import (
     Conflict,
     Forbidden,
     NotFound,
+    PayloadTooLarge,
     Unauthorized,
 )
 from ..signaling.auth import authenticate
@@ -197,8 +198,10 @@ async def session(request: web.Request) -> web.Response:
         files.append({"name": MANIFEST_NAME, "kind": "manifest"})
     evaluations = await archive.index.evaluations(sid)
     await _audit(request, token, "view", target=sid)
+    coverage = (manifest.get("session") or {}).get("coverage") if manifest is not None else None
     return web.json_response({"session": entry.to_json(), "files": files, "evaluations": evaluations,
-                              "manifest_ok": archive.manifest_ok(manifest) if manifest is not None else None})
+                              "manifest_ok": archive.manifest_ok(manifest) if manifest is not None else None,
+                              **({"coverage": coverage} if coverage else {})})
 
 
 async def _session_json(request: web.Request, name: str, missing_code: str, missing: str) -> web.Response:
@@ -495,3 +498,63 @@ async def device_segment(request: web.Request) -> web.Response:
         raise Forbidden("segments come from field devices (officer or service tokens)", code="role_forbidden")
     result = await archive.ingest_segment(sid, entry.room, token.subject, request)
     return web.json_response(result, status=201)
+
+
+def _device_token(request: web.Request, room: str) -> AccessToken:
+    token = authenticate(request)
+    token.require_room(room)
+    token.require("publish")
+    if token.role not in ("officer", "service", "reviewer", "agent"):
+        raise Forbidden("segments come from field devices (officer or service tokens)", code="role_forbidden")
+    return token
+
+
+@routes.post("/v1/recordings/{sid}/uploads")
+async def create_upload(request: web.Request) -> web.Response:
+    """Declares a device segment to send in chunks: meta, size and SHA-256 (uploads.py)."""
+    sid = _sid(request)
+    archive = _archive(request)
+    entry = await _entry(request, sid)
+    token = _device_token(request, entry.room)
+    body = await json_body(request)
+    from .archive import device_meta
+
+    meta = device_meta({k: v for k, v in body.items() if k not in ("size", "sha256")})
+    if len(json.dumps(meta)) > 256 * 1024:
+        raise PayloadTooLarge("meta is too large", code="message_too_large")
+    archive.uploads.sweep()
+    upload = archive.uploads.create(sid, entry.room, token.subject, meta, body.get("size"), body.get("sha256"))
+    upload.meta["sha256"] = upload.sha256
+    return web.json_response({**upload.public(), "chunk_max": archive.uploads.settings.chunk_max_bytes}, status=201)
+
+
+@routes.get("/v1/recordings/{sid}/uploads/{upload}")
+async def upload_status(request: web.Request) -> web.Response:
+    sid = _sid(request)
+    authenticate(request)
+    upload = _archive(request).uploads.get(sid, request.match_info["upload"])
+    _device_token(request, upload.room)
+    return web.json_response(upload.public())
+
+
+@routes.patch("/v1/recordings/{sid}/uploads/{upload}")
+async def upload_chunk(request: web.Request) -> web.Response:
+    """Appends a chunk at Upload-Offset; the last one verifies the digest and adds the segment."""
+    sid = _sid(request)
+    authenticate(request)
+    archive = _archive(request)
+    upload = archive.uploads.get(sid, request.match_info["upload"])
+    _device_token(request, upload.room)
+    raw = request.headers.get("Upload-Offset", "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        raise BadRequest("the Upload-Offset header is the byte offset of this chunk", code="invalid_message",
+                         field="Upload-Offset")
+    upload = await archive.uploads.append(upload, int(raw), request.content)
+    if upload.offset < upload.size:
+        return web.json_response(upload.public())
+
+    async def ingest(data: Any, meta: dict[str, Any]) -> dict[str, Any]:
+        return await archive.ingest_file(sid, upload.room, upload.device, meta, data)
+
+    done = await archive.uploads.complete(upload, ingest)
+    return web.json_response({**done.public(), **(done.result or {})}, status=201)

@@ -33,6 +33,8 @@ log = logging.getLogger("teller.recording")
 REORDER_PACKETS = 96
 MAX_PENDING_PACKETS = 20000
 START_CODE = b"\x00\x00\x00\x01"
+# No frame for this long inside a segment is a hole in it, not a pause of the encoder.
+GAP_S = 2.0
 
 
 @dataclass
@@ -65,6 +67,9 @@ class SegmentInfo:
     height: int = 0
     closed: bool = False
     track: dict[str, Any] = field(default_factory=dict)
+    # [from, to] wall times inside the segment where no media came (a dropped link):
+    # the segment's span is not all covered (recording/coverage.py).
+    gaps: list[list[float]] = field(default_factory=list)
 
 
 def codec_name(mime: str) -> str:
@@ -448,6 +453,8 @@ class _Assembly:
             if self.r.video and not keyframe:
                 return
             segment = self._open_segment(ts, data)
+        elif ts - self.last_frame_ts > GAP_S * self.r.meta.clock_rate:
+            segment.info.gaps.append([round(self._wall(self.last_frame_ts), 3), round(self._wall(ts), 3)])
         segment.writer.write(segment.ms(ts), data, keyframe)
         self.last_frame_ts = ts
 

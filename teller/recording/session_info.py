@@ -9,6 +9,8 @@ from ..state import StateStore
 ROOM_CALL = "room_call"
 CALL_SESSION = "call_session"
 CALL = "call"
+# A field visit (teller/field/sessions.py); its room is "field-<field id>".
+FIELD_SESSION = "field_session"
 
 
 async def link_room(store: StateStore, room: str, call_id: str) -> None:
@@ -25,7 +27,7 @@ async def room_call_id(store: StateStore, room: str) -> str | None:
 async def lookup_session(store: StateStore, room: str) -> dict[str, Any] | None:
     link = await store.get_doc(ROOM_CALL, room)
     if not link:
-        return None
+        return await _field_visit(store, room) if room.startswith("field-") else None
     call = await store.get_doc(CALL, str(link.get("call_id")))
     if call is None:
         return None
@@ -42,6 +44,20 @@ async def lookup_session(store: StateStore, room: str) -> dict[str, Any] | None:
         "agent_name": (agent or {}).get("name"),
         "outcome": wrap_ups[-1]["code"] if wrap_ups else call.get("state"),
         "channel": call.get("channel"),
+    }
+
+
+async def _field_visit(store: StateStore, room: str) -> dict[str, Any] | None:
+    """A field visit is indexed like a call: the officer in the agent's place."""
+    visit = await store.get_doc(FIELD_SESSION, room.removeprefix("field-"))
+    if visit is None:
+        return None
+    customer, officer, decision = visit.get("customer") or {}, visit.get("officer") or {}, visit.get("decision")
+    return {
+        "call_id": None, "business": "field_visit", "customer_id": customer.get("id") or None,
+        "customer_name": customer.get("name"), "agent_id": officer.get("id"), "agent_name": officer.get("name"),
+        "outcome": f"{decision['decision']}d" if decision else "visited", "channel": "field",
+        "case_number": visit.get("case_number"),
     }
 
 

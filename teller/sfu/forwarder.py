@@ -127,6 +127,17 @@ class DownTrack:
         if running or self._leg.active:
             self.start()
 
+    def restart_on_keyframe(self) -> None:
+        """The source lost more than NACKs can repair: go on at its next keyframe, with
+        sequence numbers that continue without the hole (a subscriber's jitter buffer
+        reads a jump of hundreds as a loss to wait out)."""
+        if not self.started or self.kind != "video" or self.source is None:
+            return
+        self._resync = True
+        if not self._waiting:
+            self._waiting = True
+            self.source.waiting += 1
+
     def publication_ended(self) -> None:
         """Called by the publication; tells the subscriber with an RTCP BYE."""
         if self._waiting:

@@ -158,6 +158,7 @@ class Room:
             window_s, lambda: asyncio.ensure_future(self.remove(participant.id, "disconnected"))
         )
         self.node.changed(self)
+        self.node.timeline(self, "participant_disconnected", participant_id=participant.id, window_s=window_s)
         log.info("participant disconnected; waiting for it to resume", extra={"participant": participant.id})
 
     def reattach(self, participant: Participant, session: object, notify: Any) -> None:
@@ -167,6 +168,7 @@ class Room:
         participant.session = session
         participant.notify = notify
         self.node.changed(self)
+        self.node.timeline(self, "participant_resumed", participant_id=participant.id)
         log.info("participant resumed", extra={"participant": participant.id})
 
     async def migrate_out(self, reason: str) -> None:

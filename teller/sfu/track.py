@@ -187,6 +187,8 @@ class Publication:
         self.last_keyframe_seq: int | None = None
         self.last_keyframe_at = -1e9
         self._last_keyframe_request = -1e9
+        # Losses too long to repair with NACKs (a dropped link whose peer connection lived).
+        self.restarts = 0
         self._keyframe_timer: asyncio.TimerHandle | None = None
         self._keyframe_pending = False
         self._max_bitrate = max_bitrate
@@ -274,7 +276,14 @@ class Publication:
             self._missing.pop(seq, None)
             return
         if gap > MAX_NACK_GAP:
+            # Too much is lost to repair: every subscriber goes on at the next keyframe, with
+            # sequence numbers that hide the hole. A subscriber shown the hole waits for the
+            # missing packets until its jitter buffer overflows (aiortc's holds 512: 30 s of
+            # video at 15 packets a second) before it asks for a keyframe itself.
             self._missing.clear()
+            self.restarts += 1
+            for downtrack in self._downtracks:
+                downtrack.restart_on_keyframe()
             self.request_keyframe()
             return
         for back in range(gap, 0, -1):
@@ -391,6 +400,7 @@ class Publication:
         self._leg.send_rtcp(data)
         if self.waiting and now - self._last_keyframe_request > 1.0:
             self.request_keyframe()  # the first request may have been lost
+
 
     def target_bitrate(self, now: float) -> int:
         """What the publisher may send, from the estimates its subscribers reported.

@@ -158,6 +158,9 @@ def create_app(
         install_archive(app, app[STORE], config, secret)
         install_voice(app, app[STORE], config, app[ISSUER])
         install_digital_human(app, app[STORE], config)
+    from ..field.rest import install_field
+
+    install_field(app, app[STORE], config, rest=role == "embedded")
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)
     app.add_routes(quality_routes)

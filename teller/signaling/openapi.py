@@ -35,6 +35,13 @@ _SDP_CREATED = {
 }
 _CALL = {"name": "call", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT = {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}
+_FIELD = {"name": "field", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^FS_[0-9a-f]{8}$"}}
+_SNAPSHOT = {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}}
+_UPLOAD = {"name": "upload", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^UP_[0-9a-f]{16}$"}}
+_FIX = {"type": "object", "required": ["lat", "lon", "ts"], "properties": {
+    "lat": {"type": "number", "minimum": -90, "maximum": 90}, "lon": {"type": "number", "minimum": -180, "maximum": 180},
+    "ts": {"type": "number", "description": "epoch seconds of the fix"}, "accuracy_m": {"type": "number"},
+    "speed_mps": {"type": "number"}, "heading_deg": {"type": "number"}, "altitude_m": {"type": "number"}}}
 _OBJ = {"type": "object"}
 _SID = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
 
@@ -309,6 +316,43 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {"meta": {"type": "string"}, "file": {"type": "string", "format": "binary"}}}}}},
                 "responses": {"201": _json(_OBJ), **_errors(400, 401, 403, 404, 413)},
             }},
+            "/v1/recordings/{sid}/uploads": {"parameters": [_SID], "post": {
+                "summary": "Declare a device segment to send resumably: meta (kind, codec, start_wall, participant_id, label, events) with size and sha256 (officer or service token of the session's room)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["kind", "codec", "start_wall", "size", "sha256"], "properties": {
+                    "kind": {"enum": ["audio", "video"]}, "codec": {"enum": ["vp8", "vp9", "h264", "opus"]}, "start_wall": {"type": "number"},
+                    "participant_id": {"type": "string"}, "label": {"type": "string"}, "events": {"type": "array", "items": _OBJ},
+                    "size": {"type": "integer", "minimum": 1}, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}}}},
+                "responses": {"201": _json(_OBJ), **_errors(400, 401, 403, 404)},
+            }},
+            "/v1/recordings/{sid}/uploads/{upload}": {
+                "parameters": [_SID, _UPLOAD],
+                "get": {"summary": "How much of an upload the server holds (offset), and whether it is complete", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}},
+                "patch": {
+                    "summary": "Append a chunk at the Upload-Offset header; the last chunk verifies sha256 and adds the segment to the recording (201). 409 offset_mismatch gives the server's offset; 422 checksum_mismatch discards the upload",
+                    "parameters": [{"name": "Upload-Offset", "in": "header", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                    "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                    "responses": {"200": _json(_OBJ), "201": _json(_OBJ), **_errors(400, 401, 403, 404, 409, 413, 422)},
+                },
+            },
+            "/v1/dev/field": {"post": _action("Demo only (auth.dev_tokens): an officer's or a reviewer's token", 400, 403, body={"type": "object", "properties": {"role": {"enum": ["officer", "reviewer"]}, "name": {"type": "string"}}})},
+            "/v1/field/sessions": {
+                "get": {"summary": "Field visits: live first, then those ended within field.list_ended_s, with officer, customer, case, location, duration, link state, decision (reviewer, supervisor; an officer sees its own)", "responses": {"200": _json(_OBJ), **_errors(401, 403)}},
+                "post": {"summary": "An officer starts a field visit for a customer and a case number; returns the room, the officer's token for it and the recording session id",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["customer_name", "case_number"], "properties": {
+                             "customer_name": {"type": "string", "maxLength": 200}, "customer_id": {"type": "string", "maxLength": 64},
+                             "case_number": {"type": "string", "maxLength": 64}, "note": {"type": "string", "maxLength": 2000}}}}}},
+                         "responses": {"201": _json(_OBJ), **_errors(400, 401, 403)}},
+            },
+            "/v1/field/sessions/{field}": {"parameters": [_FIELD], "get": {"summary": "One field visit with its GPS track and snapshots", "responses": {"200": _json(_OBJ), **_errors(401, 403, 404)}}},
+            "/v1/field/sessions/{field}/join": {"parameters": [_FIELD], "post": _action("A reviewer's token for the visit's room (reviewer, supervisor)", 401, 403, 404, 409)},
+            "/v1/field/sessions/{field}/gps": {"parameters": [_FIELD], "post": {
+                "summary": "A GPS fix from a device without a data channel (a WHIP body camera): checked, relayed to the room, kept in the timeline (the officer's token for the visit)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _FIX}}},
+                "responses": {"202": _json(_FIX), **_errors(400, 401, 403, 404, 409)}}},
+            "/v1/field/sessions/{field}/snapshots": {"parameters": [_FIELD], "post": _action("Evidence: a full-resolution frame of the officer's video, saved into the recording with time and GPS (reviewer, supervisor); 409 no_video, 409 room_not_local, 504 snapshot_timeout", 400, 401, 403, 404, 409, 504, body={"type": "object", "properties": {"participant_id": {"type": "string"}}})},
+            "/v1/field/sessions/{field}/snapshots/{snapshot}": {"parameters": [_FIELD, _SNAPSHOT], "get": {"summary": "A snapshot as JPEG", "responses": {"200": {"description": "image/jpeg", "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **_errors(401, 403, 404)}}},
+            "/v1/field/sessions/{field}/decision": {"parameters": [_FIELD], "post": _action("Approve or reject the visit with notes (notes required to reject); into the timeline and the recording's outcome (reviewer, supervisor)", 400, 401, 403, 404, body={"type": "object", "required": ["decision"], "properties": {"decision": {"enum": ["approve", "reject"]}, "notes": {"type": "string", "maxLength": 2000}}})},
+            "/v1/field/sessions/{field}/end": {"parameters": [_FIELD], "post": _action("End the visit (its officer, a reviewer or a supervisor): the room closes and the recording is finalised", 401, 403, 404)},
             "/v1/audit": {"get": {
                 "summary": "Audit log entries, newest first (compliance; itself audited)",
                 "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}} for n in ("action", "target", "actor", "limit")],

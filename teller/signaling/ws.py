@@ -307,6 +307,8 @@ class SignalSession:
         if room is None or participant is None or participant.left or participant.session is not self:
             return
         window = self._config.signaling.resume_window_s
+        if participant.role == "officer" and self._config.field.enabled:
+            window = max(window, self._config.field.resume_window_s)
         if self._leaving or window <= 0 or self._close_code == CLOSE_POLICY:
             await self._leave("disconnected")
         else:
