@@ -54,6 +54,8 @@ from .session_info import lookup_session
 log = logging.getLogger("teller.recording")
 
 MEDIA_SUFFIXES = (".webm", ".mkv")
+# How long shutdown waits for the finaliser's worker to stop.
+WORKER_STOP_S = 5.0
 QUALITY_NAME = "quality.json"
 TRANSCRIPT_NAME = "transcript.json"
 TRANSCRIPT_VTT = "transcript.vtt"
@@ -119,7 +121,7 @@ class Finalizer:
         self.node_id = node_id
         self._secret = secret
         self._retention = retention_days or {}
-        self._queue: asyncio.Queue[tuple[str, bool | None, int]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, bool | None, int] | None] = asyncio.Queue()
         self._queued: set[str] = set()
         self._worker: asyncio.Task[None] | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -148,8 +150,16 @@ class Finalizer:
             timer.cancel()
         if self._worker is not None:
             self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            # The Redis client can swallow a cancellation that lands inside its call (as
+            # index.py says); the worker then waits on its queue for ever. The sentinel
+            # wakes it to stop, and shutdown never waits without bound.
+            self._queue.put_nowait(None)
+            done, _ = await asyncio.wait({self._worker}, timeout=WORKER_STOP_S)
+            if done:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    self._worker.result()
+            else:
+                log.warning("the finaliser did not stop; left behind")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         await self.webhooks.close()
@@ -181,7 +191,11 @@ class Finalizer:
 
     async def _work(self) -> None:
         while True:
-            sid, final, attempt = await self._queue.get()
+            item = await self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            sid, final, attempt = item
             self._queued.discard(f"{sid}:{final}")
             try:
                 with logs.bind(session=sid):
