@@ -125,7 +125,9 @@ class Recorder:
         elif kind == "track_unpublished":
             recorder = part.tracks.pop(str(event.get("track_id")), None)
             if recorder is not None:
-                part.detaching.add(self._spawn(self._detach(room, recorder)))
+                detaching = self._spawn(self._detach(room, recorder))
+                part.detaching.add(detaching)
+                detaching.add_done_callback(part.detaching.discard)
         elif kind in ("room_closed", "room_moved"):
             self.parts.pop(room.sid, None)
             self._spawn(self._end(part, final=kind == "room_closed", reason=str(event.get("reason", ""))))

@@ -278,8 +278,8 @@ class Publication:
         if gap > MAX_NACK_GAP:
             # Too much is lost to repair: every subscriber goes on at the next keyframe, with
             # sequence numbers that hide the hole. A subscriber shown the hole waits for the
-            # missing packets until its jitter buffer overflows (aiortc's holds 512: 30 s of
-            # video at 15 packets a second) before it asks for a keyframe itself.
+            # missing packets until its jitter buffer overflows (aiortc's holds 512 packets:
+            # over half a minute of video at 15 a second) before it asks for a keyframe.
             self._missing.clear()
             self.restarts += 1
             for downtrack in self._downtracks:
