@@ -173,6 +173,9 @@ async def test_customer_queues_meets_the_agent_signs_and_hangs_up(server: Server
             await page.screenshot(path=str(SCREENSHOTS / "customer-call.png"))
 
             # Confirmation with a signature: nothing is sent until the pad is signed.
+            # A transfer needs identity first (tests/test_identity_call.py): overridden here.
+            await rest(http, server, "POST", f"/v1/calls/{call_id}/identity/override", agent_token,
+                       {"reason": "Identity checked by the branch"})
             request = await rest(http, server, "POST", f"/v1/calls/{call_id}/confirmations", agent_token,
                                  {"what": "Transfer to Zhang San", "amount": "1,000.00", "account": "6222020012345678"})
             assert request["signature_required"] is True

@@ -143,6 +143,11 @@ async def test_agent_takes_a_call_pushes_material_confirms_and_wraps_up(
                          "the pointer hidden", describe=debug)
 
         # Confirmation: asked from the form, answered as the customer, shown on the desk.
+        # A transfer needs identity first: a supervisor overrides it here (the check itself
+        # is tests/test_identity_call.py), and the desk's confirm button unblocks.
+        status, overridden = await rest(http, server, "POST", f"/v1/calls/{call_id}/identity/override", supervisor(server),
+                                        {"reason": "Identity checked by the branch"})
+        assert status == 200 and overridden["satisfied"], overridden
         await page.get_by_label("Amount").fill("500.00 CNY")
         await page.get_by_label("Account").fill("6222020200112233")
         await page.get_by_role("button", name="Ask to confirm").click()

@@ -272,6 +272,12 @@ async def test_a_confirmation_and_its_signature_are_evidence_in_the_timeline(htt
     status, queued = await call(http, server, "POST", "/v1/calls", token=cust, json={"business": "transfer"})
     call_id = queued["call_id"]
     await call(http, server, "POST", f"/v1/calls/{call_id}/accept", token=ag)
+    # A transfer needs identity first: refused until it passed or an agent overrode it.
+    assert error_code(await call(http, server, "POST", f"/v1/calls/{call_id}/confirmations", token=ag,
+                                 json={"what": "x", "amount": "1", "account": "1"}), 409) == "identity_required"
+    status, _ = await call(http, server, "POST", f"/v1/calls/{call_id}/identity/override", token=ag,
+                           json={"reason": "Identity checked by the branch"})
+    assert status == 200
     status, request = await call(http, server, "POST", f"/v1/calls/{call_id}/confirmations", token=ag,
                                  json={"what": "Transfer to Wang", "amount": "5,000.00 CNY", "account": "6222020200112233"})
     assert status == 201 and request["account_masked"] == "************2233" and request["signature_required"]

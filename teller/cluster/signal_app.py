@@ -29,6 +29,7 @@ from ..quality.service import routes as quality_routes
 from ..signaling.contact.service import install as install_contact_centre
 from ..digital_human.service import install_digital_human
 from ..field.rest import install_field
+from ..identity.rest import install_identity
 from ..speech.service import install_voice
 from ..signaling.keys import CONFIG, DIRECTORY, ISSUER, STORE
 from ..signaling.openapi import routes as openapi_routes
@@ -141,6 +142,7 @@ def create_signal_app(config: Config, *, issuer: TokenIssuer | None = None, stor
     install_voice(app, app[STORE], config, app[ISSUER])
     install_digital_human(app, app[STORE], config)
     install_field(app, app[STORE], config)
+    install_identity(app, app[STORE], config)
     app.router.add_get("/v1/rtc", relay_handler)
     for kind in ("whip", "whep"):
         app.router.add_post(f"/{kind}/{{room}}", whip_proxy)

@@ -357,6 +357,43 @@ class FieldSettings:
 
 
 @dataclass
+class IdentitySettings:
+    """Identity verification (docs/identity.md): the "liveness" stage watches customers'
+    video in calls; agents run a liveness challenge, capture evidence and compare faces."""
+
+    # Frames analysed per second per customer stream while a challenge runs, and while
+    # only the coaching watch runs; both drop towards min_fps when analysis falls behind.
+    challenge_fps: float = 10.0
+    watch_fps: float = 2.0
+    min_fps: float = 1.0
+    # Share of one core that the analysis of all streams of this process may take.
+    cpu_budget: float = 0.5
+    # Steps per challenge (chosen at random, in random order, per attempt).
+    min_steps: int = 2
+    max_steps: int = 3
+    steps: list[str] = field(default_factory=lambda: ["blink", "turn_left", "turn_right", "open_mouth", "nod"])
+    # One frontal, well-lit face must be held before the challenge starts...
+    position_timeout_s: float = 10.0
+    # ...and every step must be done within this long from the first prompt.
+    challenge_timeout_s: float = 10.0
+    # Mean luma (0-255) of the face below which the picture is too dark.
+    min_brightness: float = 50.0
+    # "several faces" or "face absent" for longer than this is a risk cue (coaching watch).
+    watch_cue_s: float = 5.0
+    # Face comparison: an HTTP service of the bank (docs/identity.md), else a local
+    # embedding model (ONNX) when a path is set, else "manual check required".
+    compare_url: str = ""
+    # The Authorization header sent to compare_url (e.g. "Bearer ..."); set it from the
+    # environment (TELLER_IDENTITY__COMPARE_AUTH), not in a file.
+    compare_auth: str = ""
+    compare_timeout_s: float = 5.0
+    # Used when the service's reply carries a score but no decision.
+    compare_threshold: float = 0.8
+    embedding_model: str = ""
+    embedding_threshold: float = 0.5
+
+
+@dataclass
 class LogSettings:
     level: str = "INFO"
     format: str = "json"
@@ -381,6 +418,7 @@ class Config:
     digital_human: DigitalHumanSettings = field(default_factory=DigitalHumanSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     objects: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     log: LogSettings = field(default_factory=LogSettings)
     # Last: from here on, `field` in this class body names this attribute, not the function.
     field: FieldSettings = field(default_factory=FieldSettings)

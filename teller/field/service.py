@@ -220,7 +220,8 @@ class FieldService:
         entry = {"snapshot_id": snapshot_id, "ts": round(taken, 3), "width": frame.width, "height": frame.height,
                  "gps": fresh.get("last_fix"), **by, "participant_id": publication.participant_id, "bytes": len(jpeg)}
         name = f"snapshot-{snapshot_id}.jpg"
-        await asyncio.to_thread(self._into_recording, name, jpeg, room.sid)
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.add_evidence, room.sid, name, jpeg)
         if self.objects is not None:
             await self.objects.put_bytes(_snapshot_key(field_id, snapshot_id), jpeg, content_type="image/jpeg")
         await self.store.update_doc(FIELD_SESSION, field_id, lambda r: r and {
@@ -228,14 +229,6 @@ class FieldService:
         self.node.timeline(room, "snapshot", file=f"evidence/{name}", **entry)
         self.snapshots_taken += 1
         return entry
-
-    def _into_recording(self, name: str, jpeg: bytes, sid: str) -> None:
-        """Beside the session's media, so the finaliser archives it with them."""
-        part = self.recorder.parts.get(sid) if self.recorder is not None else None
-        if part is not None and not part.discarded:
-            evidence = part.directory / "evidence"
-            evidence.mkdir(parents=True, exist_ok=True)
-            (evidence / name).write_bytes(jpeg)
 
     async def _ask_node(self, record: dict[str, Any], command: dict[str, Any]) -> dict[str, Any]:
         """A command to the node holding the visit's room, and its answer, over the bus."""

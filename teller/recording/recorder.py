@@ -141,6 +141,17 @@ class Recorder:
                 if part.info is None or event.get("call_id") or event.get("type") == "field_decision":
                     self._resolve(part)
 
+    def add_evidence(self, sid: str, name: str, data: bytes) -> bool:
+        """A file (a snapshot, an ID frame) beside the session's media, so the finaliser
+        archives it with them; blocking, call it from a worker thread."""
+        part = self.parts.get(sid)
+        if part is None or part.discarded:
+            return False
+        evidence = part.directory / "evidence"
+        evidence.mkdir(parents=True, exist_ok=True)
+        (evidence / name).write_bytes(data)
+        return True
+
     def refresh_info(self, room_name: str) -> None:
         """What the session is (its outcome, say) changed: look it up again."""
         for part in self.parts.values():

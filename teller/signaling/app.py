@@ -161,6 +161,9 @@ def create_app(
     from ..field.rest import install_field
 
     install_field(app, app[STORE], config, rest=role == "embedded")
+    from ..identity.rest import install_identity
+
+    install_identity(app, app[STORE], config, rest=role == "embedded")
     app.router.add_get("/v1/rtc", rtc_handler)
     app.add_routes(rest_routes)
     app.add_routes(quality_routes)

@@ -37,7 +37,7 @@ FRAME_S = FRAME_SAMPLES / OUTPUT_RATE
 IDENTITY = "teller-voice"
 NAMES = {"zh": "语音播报", "en": "Voice prompts"}
 LEVEL_HISTORY = 50  # a second of frames
-KINDS = ("risk_prompt", "anti_fraud", "script", "broadcast", "identity_question")
+KINDS = ("risk_prompt", "anti_fraud", "script", "broadcast", "identity_question", "liveness_prompt")
 
 
 class _Mark:

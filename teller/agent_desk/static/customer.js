@@ -6,6 +6,8 @@
 // screen share on a publication of its own; resumed by the client after a lost connection).
 // Speech (docs/speech.md): the room's voice participant (role "service") is heard, never
 // shown; its prompts show in big type; "Read aloud" speaks through the server's voice.
+// Identity (docs/identity.md): the liveness check's prompts show big under an enlarged
+// self-view, with the step and the time left, then the result for a few seconds.
 "use strict";
 
 (() => {
@@ -19,6 +21,9 @@
   const PROMPT_KINDS = new Set(["risk_prompt", "anti_fraud"]); // shown big while read: the customer reads along
   const SPEAK_QUEUE_MAX = 3;
   const SPEAK_TIMEOUT_MS = 60000; // a clip that never says "ended" lets the next one speak after this
+  const IDENTITY_RESULT_MS = 6000; // how long the check's result stays on the screen
+  const IDENTITY_STALE_MS = 15000; // a prompt past its time with no result comes down after this
+  const IDENTITY_STEPS = new Set(["position", "blink", "turn_left", "turn_right", "open_mouth", "nod"]);
 
   // All UI text, per language. Another language is one more entry here (and a button).
   const STRINGS = {
@@ -61,6 +66,10 @@
       chosenSpoken: (name) => `您选择了：${name}。`,
       prompt_risk_prompt: "风险提示（请跟随语音阅读）", prompt_anti_fraud: "反诈提醒（请跟随语音阅读）", promptClose: "知道了",
       voicePlaying: "语音播报中", voiceName: "语音播报",
+      idHeading: "身份核验", idGetReady: "准备", idStep: (k, n) => `第 ${k} 步，共 ${n} 步`, idSecondsLeft: (s) => `还剩 ${s} 秒`,
+      idPrompt_position: "请正对摄像头", idPrompt_blink: "请眨眨眼", idPrompt_turn_left: "请向左转头", idPrompt_turn_right: "请向右转头",
+      idPrompt_open_mouth: "请张张嘴", idPrompt_nod: "请点点头",
+      idPassed: "核验通过", idFailed: "核验未通过", idPassedText: "谢谢，核验已完成。", idFailedText: "核验未能完成，坐席会协助您。",
     },
     en: {
       htmlLang: "en", speechLang: "en-US",
@@ -105,6 +114,11 @@
       chosenSpoken: (name) => `You chose: ${name}.`,
       prompt_risk_prompt: "Risk notice (please read along)", prompt_anti_fraud: "Anti-fraud reminder (please read along)", promptClose: "OK",
       voicePlaying: "Voice prompt playing", voiceName: "Voice prompts",
+      idHeading: "Identity check", idGetReady: "Get ready", idStep: (k, n) => `Step ${k} of ${n}`, idSecondsLeft: (s) => `${s} s left`,
+      idPrompt_position: "Look straight at the camera", idPrompt_blink: "Blink", idPrompt_turn_left: "Turn your head to your left",
+      idPrompt_turn_right: "Turn your head to your right", idPrompt_open_mouth: "Open your mouth", idPrompt_nod: "Nod",
+      idPassed: "Check passed", idFailed: "Check not passed", idPassedText: "Thank you, the check is complete.",
+      idFailedText: "The check did not succeed. The agent will help you.",
     },
   };
 
@@ -135,6 +149,8 @@
     voiceChip: $("voice-chip"), voiceAudio: $("voice-audio"),
     caption: $("caption"), captionWho: $("caption-who"), captionText: $("caption-text"),
     askBot: $("ask-bot"), askForm: $("ask-form"), askText: $("ask-text"), askPerson: $("ask-person"), botStatus: $("bot-status"),
+    identity: $("identity-prompt"), identityHeading: $("identity-prompt-heading"), identityText: $("identity-prompt-text"),
+    identityCountdown: $("identity-prompt-countdown"),
   };
 
   const state = {
@@ -173,9 +189,20 @@
     qualityAlerts: new Map(), // alert_id -> kind: the server's raised alerts about this customer
     audioOnly: false, // the server sends this customer audio only to keep the voice clear
     signed: false,
+    identity: newIdentity(), // the liveness check's prompt or result on the screen
     get participants() { return client.participants; }, // participant_id -> info with tracks
     get participantId() { return client.participantId; },
   };
+
+  function newIdentity() {
+    return {
+      prompt: null, // {attemptId, step, index, count, text: {zh, en} | null, deadline (performance.now ms)}
+      result: null, // {attemptId, passed, reason, text: {zh, en} | null}
+      ticker: null, // the countdown's interval
+      hideTimer: null,
+      log: [], // what was shown: {kind: "prompt", step, index} | {kind: "result", passed, reason}
+    };
+  }
 
   // Some texts are functions (of a confirmation request): handed back as they are.
   const t = (key) => texts.tOr(key, key);
@@ -289,6 +316,7 @@
     renderBusinessName();
     renderPrompt();
     renderCaption();
+    renderIdentity();
   }
 
   async function setLanguage(lang) {
@@ -521,6 +549,7 @@
     ui.endedText.textContent = text;
     setStatus("");
     resetSpeech();
+    resetIdentity();
     speak(t("endedSpoken"));
     ui.restart.focus();
   }
@@ -533,6 +562,7 @@
     });
     showMaterial(null);
     resetSpeech();
+    resetIdentity();
     showView("start");
     renderCatalogue();
     ui.name.focus();
@@ -884,6 +914,15 @@
       onQuality(message.topic, payload);
       return;
     }
+    // The identity check's prompts and result come from the server itself, never from a participant.
+    if (message.from_participant_id == null && message.topic === "identity.prompt") {
+      onIdentityPrompt(payload);
+      return;
+    }
+    if (message.from_participant_id == null && message.topic === "identity.result") {
+      onIdentityResult(payload);
+      return;
+    }
     if (message.topic === "speech.caption" && message.from_participant_id == null) {
       onCaption(payload);
       return;
@@ -1003,6 +1042,145 @@
     renderPrompt();
     renderCaption();
     renderVoiceChip();
+  }
+
+  // -- identity check: prompts and result -------------------------------------------------------
+  //
+  // The server says `identity.prompt` as each step of the liveness check starts (first
+  // "position": look at the camera) with the time left, and `identity.result` at the end.
+  // The self-view grows and the instruction shows under it in big type; the server's voice
+  // reads it where the server has one.
+
+  function onIdentityPrompt(payload) {
+    if (!payload || typeof payload !== "object" || !IDENTITY_STEPS.has(payload.step)) return;
+    const id = state.identity;
+    clearTimeout(id.hideTimer);
+    const remaining = Math.max(0, Number(payload.remaining_s) || 0);
+    id.result = null;
+    id.prompt = {
+      attemptId: String(payload.attempt_id || ""),
+      step: payload.step,
+      index: Number.isInteger(payload.index) ? payload.index : -1,
+      count: Math.max(0, Number(payload.count) || 0),
+      text: payload.text && typeof payload.text === "object" ? payload.text : null,
+      deadline: performance.now() + remaining * 1000,
+    };
+    noteIdentity({ kind: "prompt", step: payload.step, index: id.prompt.index });
+    clearInterval(id.ticker);
+    id.ticker = setInterval(tickIdentity, 250);
+    renderIdentity();
+  }
+
+  function onIdentityResult(payload) {
+    if (!payload || typeof payload !== "object") return;
+    const id = state.identity;
+    clearInterval(id.ticker);
+    clearTimeout(id.hideTimer);
+    id.prompt = null;
+    id.result = {
+      attemptId: String(payload.attempt_id || ""),
+      passed: payload.passed === true,
+      reason: payload.reason == null ? null : String(payload.reason),
+      text: payload.text && typeof payload.text === "object" ? payload.text : null,
+    };
+    noteIdentity({ kind: "result", passed: id.result.passed, reason: id.result.reason });
+    id.hideTimer = setTimeout(() => {
+      id.result = null;
+      renderIdentity();
+    }, IDENTITY_RESULT_MS);
+    renderIdentity();
+  }
+
+  function noteIdentity(entry) {
+    const log = state.identity.log;
+    log.push(entry);
+    log.splice(0, log.length - 20);
+  }
+
+  function secondsLeft(prompt) {
+    return Math.max(0, Math.ceil((prompt.deadline - performance.now()) / 1000));
+  }
+
+  // The countdown: the words change once a second; a prompt long past its time with no
+  // result (a lost message) comes down by itself.
+  function tickIdentity() {
+    const id = state.identity;
+    const prompt = id.prompt;
+    if (!prompt) {
+      clearInterval(id.ticker);
+      return;
+    }
+    if (performance.now() - prompt.deadline > IDENTITY_STALE_MS) {
+      id.prompt = null;
+      clearInterval(id.ticker);
+      renderIdentity();
+      return;
+    }
+    const text = t("idSecondsLeft")(secondsLeft(prompt));
+    if (ui.identityCountdown.textContent !== text) ui.identityCountdown.textContent = text;
+  }
+
+  // The server's words in this page's language, else this page's own.
+  function identityWords(fromServer, own) {
+    const text = fromServer?.[state.lang];
+    return typeof text === "string" && text.trim() ? text : own;
+  }
+
+  function renderIdentity() {
+    const id = state.identity;
+    const inCall = ["waiting", "call"].includes(state.phase);
+    const shown = inCall && Boolean(id.prompt || id.result);
+    ui.identity.hidden = !shown;
+    document.body.classList.toggle("identity-active", shown);
+    const box = ui.identity;
+    if (!shown) {
+      box.dataset.kind = "";
+      return;
+    }
+    let heading, text, countdown;
+    if (id.prompt) {
+      const p = id.prompt;
+      box.dataset.kind = "prompt";
+      box.dataset.step = p.step;
+      delete box.dataset.result;
+      const where = p.index < 0 || p.step === "position" ? t("idGetReady") : t("idStep")(p.index + 1, p.count);
+      heading = `${t("idHeading")} · ${where}`;
+      text = identityWords(p.text, t(`idPrompt_${p.step}`));
+      countdown = t("idSecondsLeft")(secondsLeft(p));
+    } else {
+      const r = id.result;
+      box.dataset.kind = "result";
+      box.dataset.result = r.passed ? "passed" : "failed";
+      delete box.dataset.step;
+      heading = `${t("idHeading")} · ${t(r.passed ? "idPassed" : "idFailed")}`;
+      text = identityWords(r.text, t(r.passed ? "idPassedText" : "idFailedText"));
+      countdown = "";
+    }
+    if (ui.identityHeading.textContent !== heading) ui.identityHeading.textContent = heading;
+    if (ui.identityText.textContent !== text) ui.identityText.textContent = text; // unchanged: not announced again
+    ui.identityCountdown.textContent = countdown;
+    ui.identityCountdown.hidden = !countdown;
+  }
+
+  function resetIdentity() {
+    const id = state.identity;
+    clearInterval(id.ticker);
+    clearTimeout(id.hideTimer);
+    id.prompt = null;
+    id.result = null;
+    renderIdentity();
+  }
+
+  function identityStats() {
+    const id = state.identity;
+    const visible = !ui.identity.hidden;
+    return {
+      visible,
+      prompt: visible && id.prompt ? { step: id.prompt.step, index: id.prompt.index, count: id.prompt.count,
+        text: ui.identityText.textContent, remaining_s: secondsLeft(id.prompt) } : null,
+      result: visible && id.result ? { passed: id.result.passed, reason: id.result.reason, text: ui.identityText.textContent } : null,
+      log: id.log.slice(),
+    };
   }
 
   function safeUrl(url) {
@@ -1224,6 +1402,7 @@
         caption: state.caption && !ui.caption.hidden ? { ...state.caption } : null,
         spoken: reading.log.slice(),
       },
+      identity: identityStats(),
       quality: {
         alerts: [...state.qualityAlerts.entries()].map(([alertId, kind]) => ({ alert_id: alertId, kind })),
         audioOnly: state.audioOnly,

@@ -7,6 +7,8 @@
 // own. Data messages (material, pointer, confirm_request / confirm_done) go over the socket.
 // Speech (docs/speech.md): live captions and risk cues from the server, prompts played to
 // the customer by the room's voice participant (role "service": heard, never shown).
+// Identity (docs/identity.md): the face watch, the liveness check, evidence, comparison and
+// the override in the "Identity" panel; a business that needs it gates the confirmation.
 "use strict";
 
 (() => {
@@ -16,6 +18,9 @@
   const MAX_PLAYED = 30;
   const MAX_RISKS = 50;
   const RISK_DEDUP_S = 30; // the same rule again within this long counts on the same banner
+  // The identity status comes as data messages; this slow re-read only covers a missed one.
+  const IDENTITY_REFRESH_MS = 10000;
+  const MAX_IDENTITY_CUES = 50;
 
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
@@ -80,10 +85,36 @@
       ttsUnavailable: "语音播报不可用：服务器没有可用的语音合成。", ttsNoLanguage: "语音播报不可用：没有 {lang} 语音。",
       ttsChecking: "正在检查语音播报…",
       kind_risk_prompt: "风险提示", kind_anti_fraud: "反诈提醒", kind_script: "话术", kind_broadcast: "客户页播报",
-      kind_identity_question: "身份核验问题",
+      kind_identity_question: "身份核验问题", kind_liveness_prompt: "活体检测提示",
       tts_queued: "排队中", tts_started: "播放中", tts_finished: "已播完", tts_failed: "失败",
       playingReminder: "正在播放反诈提醒…播放结束后通话将挂断。",
       reminderNotPlayed: "通话已结束，请进行话后整理。（未播放反诈提醒：{reason}）",
+      idTitle: "身份核验", idFaceLabel: "摄像头：", idStartLiveness: "开始活体检测", idCapture: "拍摄身份证件", idCompare: "人脸比对",
+      idCaptureHint: "拍摄前，请先请客户将身份证正对摄像头。", idSteps: "活体检测步骤", idFaceEvidence: "人脸", idDocEvidence: "身份证件",
+      idFaceAlt: "客户人脸（{time}）", idDocAlt: "客户身份证件（{time}）",
+      idOverrideReason: "人工放行原因", idOverridePlaceholder: "例如：已当面核对身份证", idOverride: "人工放行", idCues: "风险提示",
+      idNoCues: "暂无", idRequiredTag: " · 本业务必须核验", idUnavailable: "本服务器不支持身份核验。",
+      face_unknown: "尚未识别", face_one_face: "检测到一张人脸", face_no_face: "未检测到人脸", face_several_faces: "检测到多张人脸",
+      face_too_dark: "光线太暗", face_not_frontal: "未正对摄像头",
+      idState_not_started: "身份：未核验", idState_checking: "身份：核验中…", idState_passed: "身份：已通过活体检测",
+      idState_failed: "身份：核验未通过", idState_overridden: "身份：已由 {name} 人工放行，原因：{reason}",
+      lv_positioning: "活体检测：等待客户正对摄像头…", lv_challenge: "活体检测：第 {n} 步，共 {count} 步（{step}）",
+      lv_passed: "活体检测通过。", lv_failed: "活体检测未通过：{reason}", lvBy: "发起人：{name}",
+      lvStep_blink: "眨眼", lvStep_turn_left: "向左转头", lvStep_turn_right: "向右转头", lvStep_open_mouth: "张嘴", lvStep_nod: "点头",
+      lvStepDone: "已完成", lvStepCurrent: "进行中", lvStepFailed: "未完成",
+      reason_no_face: "未检测到客户人脸", reason_several_faces: "画面中有多张人脸", reason_too_dark: "画面太暗",
+      reason_not_frontal: "客户未正对摄像头", reason_position_timeout: "客户未能及时就位", reason_challenge_timeout: "未在规定时间内完成动作",
+      reason_face_lost: "人脸离开了画面", reason_call_ended: "通话已结束", reason_video_ended: "客户视频已中断",
+      cmp_match: "人脸一致", cmp_mismatch: "人脸不一致", cmp_manual_check_required: "需人工核验", cmp_error: "比对失败",
+      cmpScore: "相似度 {score}", cmpThreshold: "（阈值 {threshold}）",
+      cue_several_faces: "多张人脸持续 {s} 秒", cue_face_absent: "无人脸持续 {s} 秒",
+      idNotVerified: "身份未核验：请先完成活体检测，或填写原因后人工放行。",
+      idStarting: "正在发起活体检测…", idCapturing: "正在拍摄身份证件…", idCaptured: "身份证件已拍摄。", idComparing: "正在比对人脸…",
+      idOverriding: "正在人工放行…", idOverridden: "已人工放行。", idNeedEvidence: "请先拍摄人脸（活体检测通过后自动拍摄）和身份证件。",
+      idErr_liveness_running: "活体检测正在进行中。", idErr_no_video: "客户没有视频画面。",
+      idErr_liveness_unavailable: "本服务器未开启活体检测。", idErr_evidence_missing: "缺少人脸或身份证件照片，请先拍摄。",
+      idErr_capture_timeout: "未能及时从客户摄像头取得画面。",
+      identityRequired: "无法发起确认：身份未核验。",
     },
     en: {
       htmlLang: "en", title: "Teller agent desk", language: "Language",
@@ -141,10 +172,37 @@
       ttsUnavailable: "Voice prompts are unavailable: the server has no speech synthesis.", ttsNoLanguage: "Voice prompts are unavailable: no voice for {lang}.",
       ttsChecking: "Checking the voice prompts…",
       kind_risk_prompt: "Risk prompt", kind_anti_fraud: "Anti-fraud reminder", kind_script: "Script", kind_broadcast: "Customer page",
-      kind_identity_question: "Identity question",
+      kind_identity_question: "Identity question", kind_liveness_prompt: "Liveness check prompt",
       tts_queued: "queued", tts_started: "playing", tts_finished: "played", tts_failed: "failed",
       playingReminder: "Playing the anti-fraud reminder… the call ends after it.",
       reminderNotPlayed: "Call ended. Please wrap up. (The anti-fraud reminder was not played: {reason})",
+      idTitle: "Identity", idFaceLabel: "Camera:", idStartLiveness: "Start liveness check", idCapture: "Capture ID document", idCompare: "Compare faces",
+      idCaptureHint: "Before capturing, ask the customer to hold the ID card up to the camera.", idSteps: "Liveness steps",
+      idFaceEvidence: "Face", idDocEvidence: "ID document", idFaceAlt: "The customer's face ({time})", idDocAlt: "The customer's ID document ({time})",
+      idOverrideReason: "Override reason", idOverridePlaceholder: "e.g. checked the ID card in person", idOverride: "Override", idCues: "Risk cues",
+      idNoCues: "None", idRequiredTag: " · required for this business", idUnavailable: "Identity checks are not available on this server.",
+      face_unknown: "Not known yet", face_one_face: "One face", face_no_face: "No face", face_several_faces: "Several faces",
+      face_too_dark: "Too dark", face_not_frontal: "Not facing the camera",
+      idState_not_started: "Identity: not verified", idState_checking: "Identity: checking…", idState_passed: "Identity: passed the liveness check",
+      idState_failed: "Identity: failed", idState_overridden: "Identity: overridden by {name}: {reason}",
+      lv_positioning: "Liveness: waiting for the customer to face the camera…", lv_challenge: "Liveness: step {n} of {count} ({step})",
+      lv_passed: "Liveness passed.", lv_failed: "Liveness failed: {reason}", lvBy: "started by {name}",
+      lvStep_blink: "Blink", lvStep_turn_left: "Turn left", lvStep_turn_right: "Turn right", lvStep_open_mouth: "Open mouth", lvStep_nod: "Nod",
+      lvStepDone: "done", lvStepCurrent: "now", lvStepFailed: "not done",
+      reason_no_face: "the customer's face was not seen", reason_several_faces: "more than one face was seen", reason_too_dark: "the picture was too dark",
+      reason_not_frontal: "the customer did not face the camera", reason_position_timeout: "the customer was not ready in time",
+      reason_challenge_timeout: "the actions were not done in time", reason_face_lost: "the face left the picture",
+      reason_call_ended: "the call ended", reason_video_ended: "the customer's video stopped",
+      cmp_match: "Faces match", cmp_mismatch: "Faces do not match", cmp_manual_check_required: "Manual check required", cmp_error: "Comparison failed",
+      cmpScore: "score {score}", cmpThreshold: " (threshold {threshold})",
+      cue_several_faces: "Several faces for {s} s", cue_face_absent: "No face for {s} s",
+      idNotVerified: "Identity not verified: run the liveness check, or override it with a reason.",
+      idStarting: "Starting the liveness check…", idCapturing: "Capturing the ID document…", idCaptured: "ID document captured.", idComparing: "Comparing the faces…",
+      idOverriding: "Overriding…", idOverridden: "Identity overridden.", idNeedEvidence: "Capture the face (taken when a liveness check passes) and the ID document first.",
+      idErr_liveness_running: "A liveness check is already running.", idErr_no_video: "The customer sends no video.",
+      idErr_liveness_unavailable: "Liveness checks are not enabled on this server.", idErr_evidence_missing: "The face or the ID document picture is missing: capture it first.",
+      idErr_capture_timeout: "No picture came from the customer's camera in time.",
+      identityRequired: "Cannot ask: identity not verified.",
     },
   };
   const texts = TellerPage.texts(TellerPage.withQuality(STRINGS), params.get("lang"));
@@ -177,10 +235,25 @@
     speechInfo: null, // GET /v1/speech: {asr: {enabled}, tts: {available, languages}}
     finishing: false, // the hang-up waits for the anti-fraud reminder
     lastReminder: null, // what the last finish said of its reminder
+    identity: newIdentity(), // the identity check of this call (see "identity")
   };
 
   function newQuality() {
     return { stats: null, updates: 0, alerts: new Map() }; // alerts: alert_id -> the raised alert
+  }
+
+  function newIdentity() {
+    return {
+      status: null, // the last IdentityStatus from the server
+      unavailable: false, // the server has no identity API (an older one): nothing is gated here
+      required: null, // whether the business needs identity, as the REST side said last (null: not yet)
+      seq: 0, // identity.status messages seen: a reply that crossed one is older, and dropped
+      cues: new Map(), // "kind:ts" -> cue, from the status and identity.cue messages
+      images: new Map(), // evidence_id -> object URL of its JPEG (fetched with the token)
+      busy: null, // "liveness" | "capture" | "compare" | "override" while its request runs
+      message: null, // {key, vars, className, raw}: the last word about a request
+      timer: null,
+    };
   }
 
   function newSpeech() {
@@ -213,6 +286,7 @@
     renderConfirmStatus();
     renderQuality();
     renderSpeech();
+    renderIdentity();
     // The default "what" of a confirmation follows the language until the agent types one.
     const what = $("confirm-what");
     if (Object.values(STRINGS).some((strings) => strings.defaultWhat === what.value)) what.value = t("defaultWhat");
@@ -368,11 +442,13 @@
       state.lastConfirmation = null;
       state.speech = newSpeech();
       state.lastReminder = null;
+      resetIdentity();
       renderSpeech();
       showCall(call);
       render();
       await joinRoom(call.token);
       loadTranscript(call.room);
+      refreshIdentity();
     } catch (error) {
       setStatus(t("cannotTake", { error: error.message }), true);
     }
@@ -471,6 +547,10 @@
 
   async function requestConfirmation(event) {
     event.preventDefault();
+    if (identityBlocks()) {
+      renderConfirmGate();
+      return;
+    }
     try {
       const confirmation = await api("POST", `/v1/calls/${state.callId}/confirmations`, {
         what: $("confirm-what").value.trim(),
@@ -481,7 +561,13 @@
       sendData("confirm_request", confirmation);
       showConfirmStatus("waitingCustomer", { what: confirmation.what, amount: confirmation.amount, account: confirmation.account_masked }, "");
     } catch (error) {
-      showConfirmStatus("cannotAsk", { error: error.message }, "error");
+      if (error.code === "identity_required") {
+        // The server knows better than this page: read the identity status again.
+        showConfirmStatus("identityRequired", {}, "error");
+        loadIdentity();
+      } else {
+        showConfirmStatus("cannotAsk", { error: error.message }, "error");
+      }
     }
   }
 
@@ -723,12 +809,15 @@
       // Quality comes from the server itself, never from a participant.
       else if (m.from_participant_id == null && typeof m.topic === "string" && m.topic.startsWith("quality.")) onQuality(m.topic, m.payload);
       else if (typeof m.topic === "string" && m.topic.startsWith("speech.")) onSpeech(m);
+      // Identity status and cues come from the server itself too.
+      else if (m.from_participant_id == null && typeof m.topic === "string" && m.topic.startsWith("identity.")) onIdentity(m.topic, m.payload);
     })
     .on("error", (m) => { if (m.code !== "transport_not_found") setStatus(m.message, true); })
     .on("reconnecting", () => setStatus(t("reconnecting")))
     .on("resumed", () => {
       // After a move the client closed the subscriptions: subscribe again as tracks appear.
       for (const participantId of client.participants.keys()) scheduleSync(participantId);
+      loadIdentity(); // what changed while the socket was away
     })
     .on("restored", ({ missing }) => {
       if (missing.length) setStatus(t("videoMissing"), true);
@@ -839,6 +928,7 @@
     state.quality = newQuality();
     renderQuality();
     voiceGone();
+    clearTimeout(state.identity.timer);
   }
 
   // -- live quality ------------------------------------------------------------------------
@@ -1389,6 +1479,388 @@
     renderHangUp();
   }
 
+  // -- identity ----------------------------------------------------------------------------
+  //
+  // The server (from_participant_id null) sends the agents in the room `identity.status`
+  // (the whole IdentityStatus) on every change and `identity.cue` when the coaching watch
+  // sees a risk. The desk reads GET /v1/calls/{call}/identity once it is in the room, again
+  // after a resume, and every IDENTITY_REFRESH_MS as a safety net (docs/identity.md).
+
+  const LIVENESS_RUNNING = new Set(["positioning", "challenge"]);
+  const FACE_STATES = new Set(["unknown", "one_face", "no_face", "several_faces", "too_dark", "not_frontal"]);
+
+  function resetIdentity() {
+    const old = state.identity;
+    clearTimeout(old.timer);
+    for (const url of old.images.values()) URL.revokeObjectURL(url);
+    state.identity = newIdentity();
+    for (const img of [$("identity-face-img"), $("identity-doc-img")]) {
+      img.removeAttribute("src");
+      img.dataset.evidenceId = "";
+    }
+    $("identity-override-reason").value = "";
+    renderIdentity();
+  }
+
+  // Reads the status now, and again in a while for as long as the call lasts.
+  async function refreshIdentity() {
+    const id = state.identity;
+    clearTimeout(id.timer);
+    await loadIdentity();
+    if (state.identity === id && state.inRoom && !id.unavailable) id.timer = setTimeout(refreshIdentity, IDENTITY_REFRESH_MS);
+  }
+
+  async function loadIdentity() {
+    const callId = state.callId;
+    const id = state.identity;
+    if (!callId || state.callState !== "connected") return;
+    const seq = id.seq;
+    try {
+      const status = await api("GET", `/v1/calls/${encodeURIComponent(callId)}/identity`);
+      if (state.identity !== id) return;
+      noteRequired(status);
+      if (id.seq === seq) applyIdentity(status);
+      else renderIdentity();
+    } catch (error) {
+      if (state.identity !== id) return;
+      if (error.status === 404 && error.code === "not_found") { // no such endpoint: an older server
+        id.unavailable = true;
+        renderIdentity();
+      }
+    }
+  }
+
+  function onIdentity(topic, payload) {
+    if (!payload || typeof payload !== "object" || !state.inRoom) return;
+    if (topic === "identity.status") {
+      state.identity.seq += 1;
+      applyIdentity(payload);
+    } else if (topic === "identity.cue") {
+      addCue(payload);
+      renderIdentity();
+    }
+  }
+
+  function applyIdentity(status) {
+    if (!status || typeof status !== "object" || (status.call_id && status.call_id !== state.callId)) return;
+    const id = state.identity;
+    id.status = status;
+    id.unavailable = false;
+    for (const cue of Array.isArray(status.cues) ? status.cues : []) addCue(cue);
+    renderIdentity();
+  }
+
+  // The REST answers say from the catalogue whether identity is required: kept apart from
+  // the data messages, so that a message from a document still without it cannot ungate.
+  function noteRequired(status) {
+    if (typeof status?.required === "boolean") state.identity.required = status.required;
+  }
+
+  function identityRequired() {
+    const id = state.identity;
+    const fromCatalogue = (state.business?.steps || []).includes("identity_check");
+    return (id.required ?? fromCatalogue) || id.status?.required === true;
+  }
+
+  function addCue(cue) {
+    if (!cue || typeof cue !== "object" || typeof cue.kind !== "string") return;
+    const cues = state.identity.cues;
+    const key = `${cue.kind}:${cue.ts}`;
+    if (cues.has(key)) return;
+    cues.set(key, { kind: cue.kind, ts: Number(cue.ts) || Date.now() / 1000, duration_s: Number(cue.duration_s) || 0 });
+    while (cues.size > MAX_IDENTITY_CUES) cues.delete(cues.keys().next().value);
+  }
+
+  // Whether this call's confirmation must wait: the business needs an identity check (the
+  // server says so, or the catalogue does before it has) and it is not yet satisfied.
+  function identityBlocks() {
+    const id = state.identity;
+    if (!state.callId || id.unavailable) return false;
+    return identityRequired() && id.status?.satisfied !== true;
+  }
+
+  function renderConfirmGate() {
+    const blocked = identityBlocks();
+    $("confirm-send").disabled = blocked;
+    $("confirm-blocked").hidden = !blocked;
+    const text = blocked ? t("idNotVerified") : "";
+    if ($("confirm-blocked").textContent !== text) $("confirm-blocked").textContent = text;
+  }
+
+  const stepName = (step) => texts.tOr(`lvStep_${step}`, String(step || "").replaceAll("_", " "));
+
+  function reasonText(liveness) {
+    const reason = liveness.reason;
+    return texts.tOr(`reason_${reason}`, null) || liveness.message || String(reason || "");
+  }
+
+  function livenessText(lv) {
+    const steps = Array.isArray(lv.steps) ? lv.steps : [];
+    if (lv.state === "positioning") return t("lv_positioning");
+    if (lv.state === "challenge") {
+      const index = Math.max(0, Number(lv.step_index) || 0);
+      return t("lv_challenge", { n: index + 1, count: steps.length, step: stepName(steps[index]) });
+    }
+    if (lv.state === "passed") return t("lv_passed");
+    if (lv.state === "failed") return t("lv_failed", { reason: reasonText(lv) });
+    return String(lv.state || "");
+  }
+
+  function overallText(status) {
+    const s = status.state || "not_started";
+    if (s === "overridden") {
+      const o = status.override || {};
+      return t("idState_overridden", { name: o.by_name || o.by || "?", reason: o.reason || "" });
+    }
+    return texts.tOr(`idState_${s}`, String(s));
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text; // unchanged words: not announced again
+  }
+
+  function renderIdentity() {
+    const id = state.identity;
+    const status = id.status;
+    const panel = $("identity");
+    const liveness = status?.liveness || null;
+    const running = Boolean(liveness && LIVENESS_RUNNING.has(liveness.state));
+    const required = !id.unavailable && identityRequired();
+    panel.dataset.state = id.unavailable ? "unavailable" : status?.state || "not_started";
+    panel.dataset.required = String(required);
+    panel.dataset.satisfied = String(status?.satisfied === true);
+
+    // The overall state line.
+    const overall = $("identity-overall");
+    overall.dataset.state = panel.dataset.state;
+    setText(overall, id.unavailable ? t("idUnavailable") : overallText(status || {}) + (required ? t("idRequiredTag") : ""));
+
+    // The live face watch.
+    const faceState = FACE_STATES.has(status?.face?.state) ? status.face.state : "unknown";
+    $("identity-face").dataset.face = faceState;
+    setText($("identity-face"), t(`face_${faceState}`));
+
+    // The liveness attempt: its state, then its steps in order.
+    $("identity-liveness-box").hidden = !liveness;
+    const line = $("identity-liveness-state");
+    line.dataset.state = liveness?.state || "";
+    line.dataset.reason = liveness?.reason || "";
+    setText(line, liveness ? livenessText(liveness) : "");
+    renderSteps(liveness);
+
+    // Evidence, fetched with the token (an <img src> cannot send it).
+    const evidence = status?.evidence || {};
+    $("identity-evidence").hidden = !(evidence.face || evidence.id_document);
+    showEvidence("face", evidence.face || null);
+    showEvidence("id_document", evidence.id_document || null);
+
+    // The comparison.
+    const comparison = status?.comparison || null;
+    const compared = $("identity-comparison");
+    compared.hidden = !comparison;
+    compared.dataset.outcome = comparison?.outcome || "";
+    setText(compared, comparison ? comparisonText(comparison) : "");
+
+    // Risk cues, newest first.
+    const cues = [...id.cues.values()].sort((a, b) => b.ts - a.ts);
+    const list = $("identity-cues");
+    const cueText = (cue) => `${clockText(cue.ts)} · ${texts.tOr(`cue_${cue.kind}`, cue.kind).replace("{s}", String(Math.round(cue.duration_s)))}`;
+    const wanted = cues.length ? cues.map(cueText) : [t("idNoCues")];
+    if ([...list.children].map((li) => li.textContent).join("\n") !== wanted.join("\n")) {
+      list.replaceChildren(...wanted.map((text, i) => {
+        const li = document.createElement("li");
+        li.className = cues.length ? "identity-cue" : "identity-no-cue";
+        if (cues.length) li.dataset.kind = cues[i].kind;
+        li.textContent = text;
+        return li;
+      }));
+    }
+
+    // The buttons: one request at a time; none while the server has no identity API.
+    const off = id.unavailable || !state.inRoom;
+    const busy = Boolean(id.busy);
+    $("identity-liveness").disabled = off || busy || running;
+    $("identity-liveness").setAttribute("aria-busy", String(id.busy === "liveness"));
+    $("identity-capture").disabled = off || busy;
+    $("identity-capture").setAttribute("aria-busy", String(id.busy === "capture"));
+    const missing = !(evidence.face && evidence.id_document);
+    $("identity-compare").disabled = off || busy || missing;
+    $("identity-compare").setAttribute("aria-busy", String(id.busy === "compare"));
+    if (missing) $("identity-compare").title = t("idNeedEvidence");
+    else $("identity-compare").removeAttribute("title");
+    $("identity-override").disabled = off || busy || status?.state === "overridden";
+    $("identity-override").setAttribute("aria-busy", String(id.busy === "override"));
+
+    const m = id.message;
+    const message = $("identity-message");
+    setText(message, m ? m.raw || t(m.key, m.vars) : "");
+    message.className = m ? m.className : "";
+    renderConfirmGate();
+  }
+
+  function renderSteps(liveness) {
+    const steps = Array.isArray(liveness?.steps) ? liveness.steps : [];
+    const index = Number(liveness?.step_index ?? -1);
+    const items = steps.map((step, i) => {
+      let s = "pending";
+      if (liveness.state === "passed" || i < index) s = "done";
+      else if (i === index && liveness.state === "challenge") s = "current";
+      else if (i === index && liveness.state === "failed") s = "failed";
+      const mark = { done: "lvStepDone", current: "lvStepCurrent", failed: "lvStepFailed" }[s];
+      return { step, s, text: `${stepName(step)}${mark ? ` — ${t(mark)}` : ""}` };
+    });
+    const list = $("identity-steps");
+    const key = items.map((x) => `${x.s}:${x.text}`).join("\n");
+    if (list.dataset.key === key) return;
+    list.dataset.key = key;
+    list.replaceChildren(...items.map((x) => {
+      const li = document.createElement("li");
+      li.dataset.step = x.step;
+      li.dataset.state = x.s;
+      if (x.s === "current") li.setAttribute("aria-current", "step");
+      li.textContent = x.text;
+      return li;
+    }));
+  }
+
+  function comparisonText(c) {
+    let text = texts.tOr(`cmp_${c.outcome}`, String(c.outcome || ""));
+    if (typeof c.score === "number") {
+      text += ` · ${t("cmpScore", { score: c.score.toFixed(2) })}`;
+      if (typeof c.threshold === "number") text += t("cmpThreshold", { threshold: c.threshold.toFixed(2) });
+    }
+    if (c.message && c.outcome !== "match") text += ` — ${c.message}`;
+    return text;
+  }
+
+  // The evidence JPEG through fetch with the token, shown from an object URL (kept per
+  // evidence id until the call changes). Only this server's evidence paths get the token.
+  async function showEvidence(kind, entry) {
+    const img = $(kind === "face" ? "identity-face-img" : "identity-doc-img");
+    img.closest("figure").hidden = !entry;
+    if (!entry || typeof entry.url !== "string" || !entry.url.startsWith("/v1/calls/")) {
+      if (img.dataset.evidenceId) {
+        img.removeAttribute("src");
+        img.dataset.evidenceId = "";
+      }
+      return;
+    }
+    img.alt = t(kind === "face" ? "idFaceAlt" : "idDocAlt", { time: clockText(entry.ts) });
+    if (img.dataset.evidenceId === entry.evidence_id) return;
+    img.dataset.evidenceId = entry.evidence_id;
+    const id = state.identity;
+    let url = id.images.get(entry.evidence_id);
+    if (!url) {
+      try {
+        const response = await fetch(entry.url, { headers: { Authorization: `Bearer ${state.token}` } });
+        if (!response.ok) throw new Error(`evidence: ${response.status}`);
+        const blob = await response.blob();
+        if (state.identity !== id) return;
+        url = URL.createObjectURL(blob);
+        id.images.set(entry.evidence_id, url);
+      } catch {
+        if (img.dataset.evidenceId === entry.evidence_id) img.dataset.evidenceId = ""; // tried again on the next status
+        return;
+      }
+    }
+    if (img.dataset.evidenceId === entry.evidence_id) img.src = url;
+  }
+
+  function showIdentityMessage(key, vars = {}, className = "", raw = null) {
+    state.identity.message = key || raw ? { key, vars, className, raw } : null;
+    renderIdentity();
+  }
+
+  function identityError(error) {
+    return texts.tOr(`idErr_${error.code}`, null) || error.message;
+  }
+
+  // One identity request at a time; its answer is applied unless a newer status came meanwhile.
+  async function identityRequest(kind, path, body, startKey) {
+    const callId = state.callId;
+    const id = state.identity;
+    if (!callId || id.busy || id.unavailable) return null;
+    id.busy = kind;
+    showIdentityMessage(startKey);
+    const seq = id.seq;
+    try {
+      const result = await api("POST", `/v1/calls/${encodeURIComponent(callId)}/identity/${path}`, body);
+      if (state.identity !== id) return null;
+      id.message = null;
+      return { result, fresh: id.seq === seq };
+    } catch (error) {
+      if (state.identity === id) id.message = { key: null, vars: {}, className: "error", raw: identityError(error) };
+      return null;
+    } finally {
+      if (state.identity === id) {
+        id.busy = null;
+        renderIdentity();
+      }
+    }
+  }
+
+  async function startLiveness() {
+    const answer = await identityRequest("liveness", "liveness", {}, "idStarting");
+    noteRequired(answer?.result);
+    if (answer?.fresh) applyIdentity(answer.result);
+  }
+
+  async function captureDocument() {
+    const answer = await identityRequest("capture", "capture", { kind: "id_document" }, "idCapturing");
+    if (!answer) return;
+    const status = state.identity.status;
+    if (answer.fresh && status && answer.result?.evidence_id) {
+      status.evidence = { ...(status.evidence || {}), id_document: answer.result };
+    }
+    showIdentityMessage("idCaptured", {}, "ok");
+  }
+
+  async function compareFaces() {
+    const answer = await identityRequest("compare", "compare", {}, "idComparing");
+    const status = state.identity.status;
+    if (answer?.fresh && status && answer.result?.outcome) {
+      status.comparison = answer.result;
+      renderIdentity();
+    }
+  }
+
+  async function overrideIdentity(event) {
+    event.preventDefault();
+    const reason = $("identity-override-reason").value.trim();
+    if (!reason) {
+      $("identity-override-reason").focus();
+      return;
+    }
+    const answer = await identityRequest("override", "override", { reason }, "idOverriding");
+    if (!answer) return;
+    noteRequired(answer.result);
+    if (answer.fresh) applyIdentity(answer.result);
+    $("identity-override-reason").value = "";
+    showIdentityMessage("idOverridden", {}, "ok");
+  }
+
+  function identityStats() {
+    const id = state.identity;
+    const s = id.status;
+    return {
+      loaded: Boolean(s),
+      unavailable: id.unavailable,
+      state: s?.state || null,
+      required: identityRequired(),
+      satisfied: s?.satisfied ?? null,
+      face: s?.face?.state || null,
+      liveness: s?.liveness ? { attempt_id: s.liveness.attempt_id, state: s.liveness.state, steps: s.liveness.steps,
+        step_index: s.liveness.step_index, reason: s.liveness.reason } : null,
+      evidence: Object.fromEntries(["face", "id_document"].map((k) => [k, s?.evidence?.[k]?.evidence_id || null])),
+      images: id.images.size,
+      comparison: s?.comparison ? { outcome: s.comparison.outcome, score: s.comparison.score } : null,
+      override: s?.override || null,
+      cues: [...id.cues.values()],
+      confirmBlocked: identityBlocks(),
+      busy: id.busy,
+    };
+  }
+
   // -- test hook -------------------------------------------------------------------------
 
   async function stats() {
@@ -1420,6 +1892,7 @@
         })),
       },
       speech: speechStats(),
+      identity: identityStats(),
     };
   }
 
@@ -1461,6 +1934,10 @@
     $("transfer-form").addEventListener("submit", transfer);
     $("invite-form").addEventListener("submit", invite);
     $("confirm-form").addEventListener("submit", requestConfirmation);
+    $("identity-liveness").addEventListener("click", startLiveness);
+    $("identity-capture").addEventListener("click", captureDocument);
+    $("identity-compare").addEventListener("click", compareFaces);
+    $("identity-override-form").addEventListener("submit", overrideIdentity);
     $("push").addEventListener("click", pushMaterial);
     $("material-file").addEventListener("change", uploadMaterial);
     $("point").addEventListener("click", togglePointer);

@@ -22,6 +22,8 @@ class StageSpec:
     form: Literal["encoded", "decoded"]
     # Publisher roles the stage applies to; None: every role.
     roles: frozenset[str] | None = None
+    # Track sources ("camera", "screen", "microphone"...) it applies to; None: every source.
+    sources: frozenset[str] | None = None
 
     def matches(self, kind: str, role: str) -> bool:
         return kind in self.kinds and (self.roles is None or role in self.roles)

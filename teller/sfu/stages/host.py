@@ -25,9 +25,10 @@ BUILTIN_STAGES: dict[str, type[Stage]] = {FrameCounter.name: FrameCounter}
 
 def builtin_stages() -> dict[str, type[Stage]]:
     """The stages an operator can name; imported here, late, because they import this package."""
+    from ...identity.stage import LivenessStage
     from ...speech.asr_stage import AsrStage
 
-    return {**BUILTIN_STAGES, AsrStage.name: AsrStage}
+    return {**BUILTIN_STAGES, AsrStage.name: AsrStage, LivenessStage.name: LivenessStage}
 
 
 class UnknownStage(ValueError):
@@ -58,6 +59,8 @@ class StageHost:
     def publication_added(self, room: Room, participant: Participant, publication: Publication) -> None:
         for stage_cls in self._stages:
             if not stage_cls.wants(publication.kind, participant.role, self.services):
+                continue
+            if stage_cls.spec.sources is not None and publication.source not in stage_cls.spec.sources:
                 continue
             attached = self._attached.get(publication.id)
             if attached is None:

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...config import ConfigError
@@ -109,6 +109,11 @@ class Router:
         self._pruned_at = 0.0
         # Set where a digital human serves calls (teller/digital_human/service.py).
         self.bot_enabled = False
+        # Set where identity checks run (teller/identity): raises while a call's identity
+        # has neither passed nor been overridden.
+        self.identity_gate: Callable[[Record], Awaitable[None]] | None = None
+        # Told which calls were forgotten, to forget what they own.
+        self.on_prune: list[Callable[[list[str]], Awaitable[None]]] = []
         self._hours = parse_hours(settings.hours)
 
     # -- agents -------------------------------------------------------------------------
@@ -530,6 +535,8 @@ class Router:
             if call["state"] != "connected" or agent_id not in call["parties"]:
                 raise Conflict("only an agent in a connected call asks for confirmation", code="not_in_call")
             business = self.catalogue.get(call["business"])
+            if self.identity_gate is not None and "identity_check" in business.steps:
+                await self.identity_gate(call)
             request = {
                 "request_id": f"CF_{secrets.token_urlsafe(6)}",
                 "what": what,
@@ -657,12 +664,15 @@ class Router:
     async def prune(self, now: float) -> int:
         """Forgets closed calls older than `keep_closed_calls_days`; returns how many."""
         horizon = now - self.settings.keep_closed_calls_days * 86400
-        gone = 0
+        gone: list[str] = []
         for call in await self.store.list_docs(CALL):
             if call["state"] not in OPEN_CALL_STATES and (call.get("ended_at") or now) < horizon:
                 await self.store.update_doc(CALL, call["call_id"], lambda _current: None)
-                gone += 1
-        return gone
+                gone.append(call["call_id"])
+        for listener in self.on_prune:
+            if gone:
+                await listener(gone)
+        return len(gone)
 
     # -- figures ------------------------------------------------------------------------------
 

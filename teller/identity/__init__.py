@@ -1,0 +1,1 @@
+"""Identity verification: liveness challenge, evidence, face comparison, coaching watch."""
