@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
-from ..cluster.node_agent import node_channel
+from ..cluster.ask import answer_node, ask_node
 from ..config import Config
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, TellerError
 from ..recording.index import publish_op
@@ -48,14 +48,6 @@ SNAPSHOT_OP = "field_snapshot"
 class SnapshotTimeout(TellerError):
     status = 504
     code = "snapshot_timeout"
-
-
-class RemoteError(TellerError):
-    """An error the node answered with, passed on as it was."""
-
-    def __init__(self, message: str, status: int, code: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status  # type: ignore[misc]
 
 
 class FieldService:
@@ -231,45 +223,19 @@ class FieldService:
         return entry
 
     async def _ask_node(self, record: dict[str, Any], command: dict[str, Any]) -> dict[str, Any]:
-        """A command to the node holding the visit's room, and its answer, over the bus."""
-        room = await self.store.get_room(record["room"])
-        node_id = (room or {}).get("node_id")
-        if not node_id:
-            raise Conflict("the field session's room is on no node now", code="room_not_local")
-        request_id = secrets.token_hex(8)
-        reply = f"field-reply:{request_id}"
-        subscription = await self.store.subscribe(reply)
-        message: dict[str, Any] | None = None
-        try:
-            await self.store.publish(node_channel(str(node_id)), {
-                **command, "room": record["room"], "field_id": record["field_id"], "reply": reply})
-            try:
-                async with asyncio.timeout(self.settings.snapshot_timeout_s + 4.0):
-                    async for _channel, message in subscription:
-                        break
-            except TimeoutError:
-                raise SnapshotTimeout("the node holding the field session did not answer in time") from None
-        finally:
-            await subscription.close()
-        if message is None:
-            raise SnapshotTimeout("the node holding the field session did not answer")
-        if "error" in message:
-            error = message["error"]
-            raise RemoteError(str(error.get("message", "")), int(error.get("status", 500)), str(error.get("code", "internal")))
-        return dict(message["entry"])
+        """A command to the node holding the visit's room, and its answer."""
+        return await ask_node(self.store, record["room"], {**command, "field_id": record["field_id"]},
+                              self.settings.snapshot_timeout_s + 4.0, SnapshotTimeout)
 
     async def on_node_command(self, message: dict[str, Any]) -> None:
         """The node side of _ask_node: take the snapshot and answer on the reply channel."""
-        reply = message.get("reply")
-        try:
+        async def work() -> dict[str, Any]:
             record = await sessions.get(self.store, str(message.get("field_id")))
             by = {"by": str(message.get("by", "")), "by_name": str(message.get("by_name", ""))}
             wanted = message.get("participant_id")
-            answer: dict[str, Any] = {"entry": await self._take_snapshot(record, wanted if isinstance(wanted, str) else None, by)}
-        except TellerError as exc:
-            answer = {"error": {"status": exc.status, **exc.to_json()}}
-        if isinstance(reply, str):
-            await self.store.publish(reply, answer)
+            return await self._take_snapshot(record, wanted if isinstance(wanted, str) else None, by)
+
+        await answer_node(self.store, message, work)
 
     # -- node side --------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import logs
+from ..cluster.ask import answer_node
 from ..config import Config
 from ..errors import Conflict, TellerError, Unavailable
 from ..recording.session_info import room_call_id
@@ -96,6 +97,7 @@ class Watch:
     skipped: int = 0
     # Readings, ticks and commands take turns (FIFO), so the challenge sees time in order.
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ended: bool = False
 
 
 class IdentityNode:
@@ -155,14 +157,21 @@ class IdentityNode:
                     await self._handle(watch, watch.attempt.challenge.fail(loop.time(), "video_ended"))
             if self._watches.get(ctx.room) is watch:
                 del self._watches[ctx.room]
-            analyzer, watch.analyzer = watch.analyzer, None
-            if analyzer is not None:
-                self._executor.submit(analyzer.close)
+            watch.ended = True
+            self._executor.submit(self._release, watch)  # after any analysis still queued
 
-    def _analyse(self, watch: Watch, planes: Planes, t: float) -> FaceReading:
+    @staticmethod
+    def _release(watch: Watch) -> None:
+        analyzer, watch.analyzer = watch.analyzer, None
+        if analyzer is not None:
+            analyzer.close()
+
+    def _analyse(self, watch: Watch, planes: Planes, t: float) -> FaceReading | None:
         """In the analysis thread. MediaPipe spreads its work over threads of its own, so
         the cost counted is the process's CPU time while the analysis runs: an upper
         bound, which makes analysis give way when the rest of the process is busy too."""
+        if watch.ended:
+            return None
         if watch.analyzer is None:
             watch.analyzer = FaceAnalyzer()
         started = time.process_time()
@@ -170,7 +179,7 @@ class IdentityNode:
         self.governor.spent(time.process_time() - started)
         return reading
 
-    def _analysed(self, watch: Watch, planes: Planes, size: tuple[int, int], future: asyncio.Future[FaceReading]) -> None:
+    def _analysed(self, watch: Watch, planes: Planes, size: tuple[int, int], future: asyncio.Future[FaceReading | None]) -> None:
         watch.busy = False
         if future.cancelled():
             return
@@ -178,6 +187,8 @@ class IdentityNode:
             log.error("face analysis failed", exc_info=future.exception(), extra={"room": watch.room})
             return
         reading = future.result()
+        if reading is None:
+            return
         watch.analysed += 1
         watch.last_reading_at = reading.t
         self._spawn(self._after_reading(watch, reading, planes, size))
@@ -459,14 +470,13 @@ class IdentityNode:
     # -- commands from the REST side of another process ----------------------------------------
 
     async def on_node_command(self, message: dict[str, Any]) -> None:
-        reply = message.get("reply")
-        try:
-            with logs.bind(room=str(message.get("room"))):
-                answer: dict[str, Any] = {"result": await self.command(message)}
-        except TellerError as exc:
-            answer = {"error": {"status": exc.status, **exc.to_json()}}
-        if isinstance(reply, str):
-            await self.store.publish(reply, answer)
+        """A command from the REST side of another process (teller/cluster/ask.py)."""
+        with logs.bind(room=str(message.get("room"))):
+            if "reply" in message:
+                await answer_node(self.store, message, lambda: self.command(message))
+            else:
+                with contextlib.suppress(TellerError, StateUnavailable):
+                    await self.command(message)
 
     async def command(self, message: dict[str, Any]) -> dict[str, Any]:
         action, room = message.get("action"), str(message.get("room"))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..cluster.node_agent import node_channel
+from ..cluster.ask import ask_node, tell_node
 from ..config import Config
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, TellerError, Unavailable
 from ..recording.objects import ObjectNotFound, ObjectStore
@@ -44,12 +43,8 @@ class IdentityRequired(Conflict):
     code = "identity_required"
 
 
-class NodeError(TellerError):
-    """An error the node answered with, passed on as it was."""
-
-    def __init__(self, message: str, status: int, code: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status  # type: ignore[misc]
+class NodeTimeout(Unavailable):
+    code = "node_timeout"
 
 
 class IdentityService:
@@ -205,35 +200,14 @@ class IdentityService:
         await publish_session_event(self.store, call["room"], event)
 
     async def _on_node(self, call: Record, command: dict[str, Any], wait: bool = True) -> dict[str, Any]:
-        message = {**command, "room": call["room"], "call_id": call["call_id"]}
+        """Here when this process holds the call's room, else on the node that does."""
+        message = {**command, "call_id": call["call_id"]}
         if self.local is not None and self.local.serves(call["room"]):
-            return await self.local.command(message)
-        room = await self.store.get_room(call["room"])
-        node_id = (room or {}).get("node_id")
-        if not node_id:
-            raise Conflict("the call's room is on no node now", code="no_video")
+            return await self.local.command({**message, "room": call["room"]})
         if not wait:
-            await self.store.publish(node_channel(str(node_id)), {"op": COMMAND_OP, **message})
+            await tell_node(self.store, call["room"], {"op": COMMAND_OP, **message})
             return {}
-        reply = f"identity-reply:{secrets.token_hex(8)}"
-        subscription = await self.store.subscribe(reply)
-        answer: dict[str, Any] | None = None
-        try:
-            await self.store.publish(node_channel(str(node_id)), {"op": COMMAND_OP, **message, "reply": reply})
-            try:
-                async with asyncio.timeout(ASK_TIMEOUT_S):
-                    async for _channel, answer in subscription:
-                        break
-            except TimeoutError:
-                raise Unavailable("the node holding the call did not answer in time", code="node_timeout") from None
-        finally:
-            await subscription.close()
-        if answer is None:
-            raise Unavailable("the node holding the call did not answer", code="node_timeout")
-        if "error" in answer:
-            error = answer["error"]
-            raise NodeError(str(error.get("message", "")), int(error.get("status", 500)), str(error.get("code", "internal")))
-        return dict(answer.get("result") or {})
+        return await ask_node(self.store, call["room"], {"op": COMMAND_OP, **message}, ASK_TIMEOUT_S, NodeTimeout)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
