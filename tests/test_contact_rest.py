@@ -273,8 +273,12 @@ async def test_a_confirmation_and_its_signature_are_evidence_in_the_timeline(htt
     call_id = queued["call_id"]
     await call(http, server, "POST", f"/v1/calls/{call_id}/accept", token=ag)
     # A transfer needs identity first: refused until it passed or an agent overrode it.
+    # This server runs no liveness stage: the desk is told, and only the override is left.
     assert error_code(await call(http, server, "POST", f"/v1/calls/{call_id}/confirmations", token=ag,
                                  json={"what": "x", "amount": "1", "account": "1"}), 409) == "identity_required"
+    status, identity = await call(http, server, "GET", f"/v1/calls/{call_id}/identity", token=ag)
+    assert status == 200 and (identity["required"], identity["available"], identity["satisfied"]) == (True, False, False)
+    assert error_code(await call(http, server, "POST", f"/v1/calls/{call_id}/identity/liveness", token=ag), 503) == "liveness_unavailable"
     status, _ = await call(http, server, "POST", f"/v1/calls/{call_id}/identity/override", token=ag,
                            json={"reason": "Identity checked by the branch"})
     assert status == 200

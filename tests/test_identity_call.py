@@ -121,7 +121,7 @@ async def test_a_customer_passes_the_prompted_challenge_and_the_face_is_evidence
             await until(http, server, call_id, ag, lambda s: s["face"]["state"] == "one_face")
 
             before = await identity(http, server, call_id, ag)
-            assert (before["required"], before["satisfied"], before["state"]) == (True, False, "not_started")
+            assert (before["required"], before["satisfied"], before["state"], before["available"]) == (True, False, "not_started", True)
             assert error_code(await call(http, server, "POST", f"/v1/calls/{call_id}/confirmations", token=ag, json=CONFIRM), 409) == "identity_required"
 
             status, started = await call(http, server, "POST", f"/v1/calls/{call_id}/identity/liveness", token=ag)

@@ -433,7 +433,8 @@ class IdentityNode:
     def push(self, room_name: str, doc: dict[str, Any]) -> None:
         room = self._room(room_name)
         if room is not None:
-            self._send(room, "identity.status", st.shown(doc, self.secret, bool(doc.get("required"))), self._staff(room))
+            status = st.shown(doc, self.secret, bool(doc.get("required")), "identity" in self.node.stages.services)
+            self._send(room, "identity.status", status, self._staff(room))
 
     async def _call_event(self, watch: Watch, event: dict[str, Any]) -> None:
         if watch.call_id:

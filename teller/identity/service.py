@@ -60,6 +60,7 @@ class IdentityService:
         self.audit = audit
         self.local = local
         self.enabled = "liveness" in config.stages.enabled
+        self.available = self.enabled and _mediapipe_installed()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- who may -------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class IdentityService:
 
     async def _shown(self, call: Record) -> dict[str, Any]:
         doc = await self.store.get_doc(st.IDENTITY, call["call_id"]) or st.blank(call["call_id"], call["room"])
-        return st.shown(doc, self.secret, self.required(call))
+        return st.shown(doc, self.secret, self.required(call), self.available)
 
     async def start_liveness(self, token: AccessToken, call_id: str) -> dict[str, Any]:
         call = await self._connected(token, call_id)
@@ -144,7 +145,7 @@ class IdentityService:
         doc = await self._change(call, lambda d: {**d, "override": entry})
         await self._event(call, {"type": "identity_override", **entry})
         log.info("identity overridden", extra={"call_id": call_id, "by": token.subject})
-        return st.shown(doc, self.secret, self.required(call))
+        return st.shown(doc, self.secret, self.required(call), self.available)
 
     # -- the gate -------------------------------------------------------------------------------
 
@@ -218,3 +219,11 @@ class IdentityService:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.comparer.close()
+
+
+def _mediapipe_installed() -> bool:
+    try:
+        check_available()
+    except LivenessUnavailable:
+        return False
+    return True

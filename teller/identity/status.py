@@ -67,10 +67,12 @@ def overall(doc: dict[str, Any], secret: str) -> str:
     return "not_started"
 
 
-def shown(doc: dict[str, Any], secret: str, required: bool) -> dict[str, Any]:
-    """The status the desk gets (the seal and the session stay in the store)."""
+def shown(doc: dict[str, Any], secret: str, required: bool, available: bool) -> dict[str, Any]:
+    """The status the desk gets (the seal and the session stay in the store). `available`:
+    whether the liveness stage runs, so a challenge and a capture can be asked for."""
     liveness = doc.get("liveness")
     if liveness is not None:
         liveness = {k: v for k, v in liveness.items() if k not in ("seal", "session_id")}
     return {**{k: v for k, v in doc.items() if k != "room"}, "liveness": liveness,
-            "state": overall(doc, secret), "satisfied": satisfied(doc, secret), "required": required}
+            "state": overall(doc, secret), "satisfied": satisfied(doc, secret), "required": required,
+            "available": available}

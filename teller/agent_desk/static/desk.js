@@ -1676,13 +1676,19 @@
       }));
     }
 
-    // The buttons: one request at a time; none while the server has no identity API.
+    // The buttons: one request at a time; none while the server has no identity API, and
+    // no challenge or capture where the server runs no liveness stage (override still works).
     const off = id.unavailable || !state.inRoom;
+    const noStage = status?.available === false;
     const busy = Boolean(id.busy);
-    $("identity-liveness").disabled = off || busy || running;
+    $("identity-liveness").disabled = off || noStage || busy || running;
     $("identity-liveness").setAttribute("aria-busy", String(id.busy === "liveness"));
-    $("identity-capture").disabled = off || busy;
+    $("identity-capture").disabled = off || noStage || busy;
     $("identity-capture").setAttribute("aria-busy", String(id.busy === "capture"));
+    for (const button of [$("identity-liveness"), $("identity-capture")]) {
+      if (noStage) button.title = t("idErr_liveness_unavailable");
+      else button.removeAttribute("title");
+    }
     const missing = !(evidence.face && evidence.id_document);
     $("identity-compare").disabled = off || busy || missing;
     $("identity-compare").setAttribute("aria-busy", String(id.busy === "compare"));
