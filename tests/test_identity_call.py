@@ -262,3 +262,44 @@ async def test_a_business_without_identity_is_not_gated(tmp_path: Path) -> None:
             assert status_code == 201
     finally:
         await runner.cleanup()
+
+
+async def test_an_unwatched_business_decodes_only_while_a_check_needs_it(tmp_path: Path, face: ActingFace) -> None:
+    """[identity] watch_businesses leaves card activation out: no decoder runs for its
+    customer until the agent starts a challenge or captures, and none after."""
+    from teller.signaling.keys import NODE
+
+    server, runner = await start(tmp_path, watch_businesses=["loss_report"])
+    stages = server.app[NODE].stages
+    clients: list[RoomClient] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            cust, ag, accepted = await answered_call(http, server, "unwatched", "ag-unwatched")
+            call_id = accepted["call_id"]
+            customer = RoomClient(server.url, cust)
+            clients.append(customer)
+            await customer.connect()
+            track = ActingTrack(face, fps=15)
+            customer.on("data", lambda m: track.perform(m["payload"]["step"])
+                        if m.get("topic") == "identity.prompt" and m["payload"]["step"] != "position" else None)
+            publication = await customer.publish([track], data_channel=False)
+            await publication.wait_connected()
+            await wait_until(lambda: track.frames_sent > 30, timeout=20)
+            assert stages.stats()["taps"] == 0
+            assert (await identity(http, server, call_id, ag))["face"]["state"] == "unknown"
+
+            status, started = await call(http, server, "POST", f"/v1/calls/{call_id}/identity/liveness", token=ag)
+            assert status == 202, started
+            assert stages.stats()["taps"] == 1
+            done = await until(http, server, call_id, ag, lambda s: s["liveness"]["state"] in ("passed", "failed"))
+            assert done["liveness"]["state"] == "passed", done
+            await wait_until(lambda: stages.stats()["taps"] == 0, timeout=10)
+
+            status, entry = await call(http, server, "POST", f"/v1/calls/{call_id}/identity/capture", token=ag,
+                                       json={"kind": "id_document"})
+            assert status == 201 and (entry["width"], entry["height"]) == (640, 480), entry
+            await wait_until(lambda: stages.stats()["taps"] == 0, timeout=10)
+    finally:
+        for client in clients:
+            await client.close()
+        await runner.cleanup()

@@ -380,6 +380,10 @@ class IdentitySettings:
     min_brightness: float = 50.0
     # "several faces" or "face absent" for longer than this is a risk cue (coaching watch).
     watch_cue_s: float = 5.0
+    # Businesses (catalogue ids) whose calls are watched for the whole call; "*": every
+    # business. Elsewhere the customer's video is decoded only while a challenge or a
+    # capture needs it, which saves about 0.03 core per call (docs/performance.md).
+    watch_businesses: list[str] = field(default_factory=lambda: ["*"])
     # Face comparison: an HTTP service of the bank (docs/identity.md), else a local
     # embedding model (ONNX) when a path is set, else "manual check required".
     compare_url: str = ""

@@ -98,6 +98,10 @@ class Watch:
     # Readings, ticks and commands take turns (FIFO), so the challenge sees time in order.
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     ended: bool = False
+    # Opened for a challenge or a capture only (the call's business is not watched): it
+    # ends when no command is pending on it and no challenge runs.
+    on_demand: bool = False
+    pending: int = 0
 
 
 class IdentityNode:
@@ -120,13 +124,49 @@ class IdentityNode:
     # -- the stage ------------------------------------------------------------------------
 
     async def watch(self, ctx: StageContext, frames: FrameStream[Any]) -> None:
-        """Runs for as long as a customer publishes video (the "liveness" stage)."""
+        """Runs for as long as a customer publishes camera video (the "liveness" stage),
+        unless the call's business is not watched: then it returns at once, the stage host
+        stops decoding, and a challenge or a capture opens the frames it needs itself."""
         watch = Watch(room=ctx.room, participant_id=str(ctx.track["participant_id"]))
-        self._watches[ctx.room] = watch
+        watch.call_id = await self._call_id(watch)
+        if watch.call_id is not None and not await self._watched(watch.call_id):
+            return
+        await self._consume(watch, frames)
+
+    async def _watched(self, call_id: str) -> bool:
+        businesses = self.settings.watch_businesses
+        if "*" in businesses:
+            return True
+        with contextlib.suppress(StateUnavailable):
+            call = await self.store.get_doc("call", call_id)
+            return (call or {}).get("business") in businesses
+        return True
+
+    async def _on_demand(self, room_name: str) -> Watch:
+        """A watch for one challenge or capture in a room whose customer is not watched."""
+        room = self._room(room_name)
+        publication = _customer_camera(room) if room is not None else None
+        if room is None or publication is None:
+            raise Conflict("the customer publishes no video to check", code="no_video")
+        watch = Watch(room=room_name, participant_id=publication.participant_id, on_demand=True, pending=1)
+        stream = self.node.stages.open_decoded(publication)
+        self._watches[room_name] = watch
+
+        async def run() -> None:
+            try:
+                await self._consume(watch, stream)
+            finally:
+                self.node.stages.close_decoded(publication, stream)
+
+        self._spawn(run())
+        return watch
+
+    async def _consume(self, watch: Watch, frames: FrameStream[Any]) -> None:
+        self._watches[watch.room] = watch
         loop = asyncio.get_running_loop()
         ticker = asyncio.create_task(self._tick_loop(watch), name="liveness-tick")
         try:
-            watch.call_id = await self._call_id(watch)
+            watch.call_id = watch.call_id or await self._call_id(watch)
             async for frame in frames:
                 now = loop.time()
                 if watch.captures:
@@ -135,6 +175,8 @@ class IdentityNode:
                         if not waiter.done():
                             waiter.set_result(taken)
                     watch.captures.clear()
+                if watch.on_demand and not watch.pending and not self._challenging(watch):
+                    break  # what it was opened for is done
                 if now < watch.next_due:
                     continue
                 if watch.busy:
@@ -155,8 +197,8 @@ class IdentityNode:
             if watch.attempt is not None and not watch.attempt.challenge.done:
                 async with watch.turn:
                     await self._handle(watch, watch.attempt.challenge.fail(loop.time(), "video_ended"))
-            if self._watches.get(ctx.room) is watch:
-                del self._watches[ctx.room]
+            if self._watches.get(watch.room) is watch:
+                del self._watches[watch.room]
             watch.ended = True
             self._executor.submit(self._release, watch)  # after any analysis still queued
 
@@ -268,11 +310,21 @@ class IdentityNode:
         return watch.attempt is not None and not watch.attempt.challenge.done
 
     async def start_attempt(self, room_name: str, by: str) -> dict[str, Any]:
+        watch = await self._open(room_name)
+        try:
+            async with watch.turn:
+                return await self._start_attempt(watch, by)
+        finally:
+            watch.pending -= 1
+
+    async def _open(self, room_name: str) -> Watch:
+        """The room's watch, opened on demand if the customer is not watched; one command
+        more is pending on it until the caller lets go."""
         watch = self._watches.get(room_name)
         if watch is None:
-            raise Conflict("the customer publishes no video to check", code="no_video")
-        async with watch.turn:
-            return await self._start_attempt(watch, by)
+            return await self._on_demand(room_name)
+        watch.pending += 1
+        return watch
 
     async def _start_attempt(self, watch: Watch, by: str) -> dict[str, Any]:
         room_name = watch.room
@@ -371,12 +423,13 @@ class IdentityNode:
 
     async def capture(self, room_name: str, kind: str, by: str, by_name: str) -> dict[str, Any]:
         """The next frame of the customer's video, full resolution, as evidence."""
-        watch = self._watches.get(room_name)
         room = self._room(room_name)
-        if watch is None or room is None:
+        if room is None:
             raise Conflict("the customer publishes no video to capture", code="no_video")
+        watch = await self._open(room_name)
         waiter: asyncio.Future[tuple[Planes, int, int, float]] = asyncio.get_running_loop().create_future()
         watch.captures.append(waiter)
+        watch.pending -= 1  # the waiter holds the watch open now
         try:
             planes, width, height, taken = await asyncio.wait_for(waiter, CAPTURE_TIMEOUT_S)
         except TimeoutError:
@@ -535,3 +588,13 @@ def _jpeg(planes: Planes) -> bytes:
     out = io.BytesIO()
     Image.fromarray(frame_to_rgb(planes)).save(out, format="JPEG", quality=92)
     return out.getvalue()
+
+
+def _customer_camera(room: Room) -> Any:
+    for participant in room.participants.values():
+        if participant.role != CUSTOMER:
+            continue
+        for publication in participant.publications():
+            if publication.kind == "video" and publication.source == "camera" and not publication.ended:
+                return publication
+    return None

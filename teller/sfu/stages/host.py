@@ -79,6 +79,19 @@ class StageHost:
             with logs.bind(room=room.name, participant=participant.id):
                 task = asyncio.create_task(self._run(stage_cls(), ctx, stream), name=f"stage:{stage_cls.name}")
             attached.runs.append((stream, task))
+            task.add_done_callback(lambda t, p=publication, a=attached, s=stream: self._stage_ended(p, a, s, t))
+
+    def _stage_ended(self, publication: Publication, attached: _Attached, stream: FrameStream[Any],
+                     task: asyncio.Task[None]) -> None:
+        """A stage that returns before its publication ends (it has nothing to do there)
+        stops consuming: the decoder, then the tap, go when nobody else reads them."""
+        if self._attached.get(publication.id) is not attached:
+            return  # the publication ended: _detach is closing everything
+        stream.close()
+        attached.tap.remove(stream)
+        attached.runs = [(s, t) for s, t in attached.runs if t is not task]
+        if not attached.runs and not attached.extra:
+            self.publication_removed(None, publication)
 
     def open_decoded(self, publication: Publication) -> FrameStream[Any]:
         """Decoded frames of `publication` for a consumer outside the stages (a tier
