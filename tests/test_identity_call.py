@@ -6,6 +6,7 @@ or an agent overrode it with a reason, which is audited; bad input changes nothi
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import io
 import json
@@ -158,6 +159,12 @@ async def test_a_customer_passes_the_prompted_challenge_and_the_face_is_evidence
             kinds = [e["type"] for e in await events(server, call_id)]
             for kind in ("liveness_passed", "evidence_captured", "face_compared", "call_confirmation_requested"):
                 assert kind in kinds, kinds
+            if importlib.util.find_spec("piper") is not None:  # the tts extra: the prompts were spoken too
+                async def spoken() -> bool:
+                    return any(e["type"] == "tts_played" and e.get("kind") == "liveness_prompt"
+                               for e in await events(server, call_id))
+
+                await wait_until(spoken, timeout=30)
             timeline = [json.loads(line) for path in part.directory.glob("timeline-*.jsonl")
                         for line in path.read_text().splitlines()]
             captured = [e for e in timeline if e["type"] == "evidence_captured"]
