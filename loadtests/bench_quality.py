@@ -81,6 +81,7 @@ def bench_cpu(args: argparse.Namespace) -> None:
         f'[server]\nport = 0\n[auth]\nsecret = "{SECRET}"\n[storage]\ndata_dir = "{workdir}/data"\n'
         f'[log]\nlevel = "WARNING"\n[signaling]\nmessages_per_second = 1000\nmessage_burst = 1000\n'
         '[digital_human]\nprepare = false\n'  # its start-up synthesis would skew the CPU figures
+        '[stages]\nenabled = []\n'  # the media path alone: stages are measured by their own benchmarks
         f'[recording]\nenabled = false\n'
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -95,6 +95,7 @@ def bench_one(recording: bool, args: argparse.Namespace, workdir: Path, run: int
         f'[server]\nport = 0\n[auth]\nsecret = "{SECRET}"\n[storage]\ndata_dir = "{workdir}/data-{name}"\n'
         f'[log]\nlevel = "WARNING"\n[signaling]\nmessages_per_second = 1000\nmessage_burst = 1000\n'
         '[digital_human]\nprepare = false\n'  # its start-up synthesis would skew the CPU figures
+        '[stages]\nenabled = []\n'  # the media path alone: stages are measured by their own benchmarks
         f'[recording]\nenabled = {"true" if recording else "false"}\ncomposite = false\n'
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--ttl", type=int, help="seconds until it expires")
     token.add_argument("--grants", help="comma-separated: publish,subscribe,data,admin (default: by role)")
 
+    from .bench.runner import add_parser as add_bench_parser
     from .client.cli import add_parser as add_client_parser
     from .field.ingest_cli import add_parser as add_ingest_parser
     from .impair.cli import add_parser as add_impair_parser
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     add_ingest_parser(sub)
     add_impair_parser(sub)
     add_recording_parsers(sub)
+    add_bench_parser(sub)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -258,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         from .impair.cli import run as run_impair
 
         raise SystemExit(asyncio.run(run_impair(args)))
+    elif args.command == "bench":
+        from .bench.runner import run as run_bench
+
+        raise SystemExit(run_bench(args))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ track (loss, jitter) and once per join and per connected peer connection.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -73,6 +75,7 @@ class _NodeCollector:
         yield counter("teller_media_bytes_sent", "RTP bytes forwarded to subscribers.", totals.bytes_out)
         yield counter("teller_media_packets_received", "RTP packets received from publishers.", totals.packets_in)
         yield counter("teller_media_packets_sent", "RTP packets forwarded to subscribers.", totals.packets_out)
+        yield counter("teller_video_frames_sent", "Complete video frames forwarded to subscribers (RTP marker bits).", totals.video_frames_out)
         yield counter("teller_media_packets_lost", "Packets lost on publishers' uplinks, before repair.", totals.packets_lost)
         yield counter("teller_tier_changes", "Subscribers moved between tiers.", totals.tier_changes)
         alerts = CounterMetricFamily("teller_quality_alerts", "Quality alerts raised, by kind.", labels=[*labels, "kind"])
@@ -89,8 +92,17 @@ class _NodeCollector:
         yield gauge("teller_stage_taps", "Tracks a stage or tier encoder reads.", stages["taps"])
         yield gauge("teller_stage_queue_depth", "Packets and frames waiting in stage queues.", depth)
         yield gauge("teller_stage_queue_drops", "Packets and frames stage queues dropped (of taps open now).", drops)
+        yield gauge("teller_event_loop_tasks", "Asyncio tasks alive in this process (a leak shows as growth).", _task_count())
+        yield gauge("teller_threads", "Threads of this process.", threading.active_count())
         for name, (doc, value) in self.extra().items():
             yield gauge(name, doc, value)
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped from outside the event loop
+        return 0
 
 
 class Metrics:

@@ -67,6 +67,7 @@ class Totals:
     bytes_out: int = 0
     packets_in: int = 0
     packets_out: int = 0
+    video_frames_out: int = 0
     packets_lost: int = 0
     alerts: dict[str, int] = field(default_factory=dict)
     tier_changes: int = 0
@@ -138,6 +139,10 @@ class QualityMonitor:
                 self._tick_room(room, now, dt, up, down)
             except Exception:  # one room's trouble must not silence every other room
                 log.exception("quality tick failed", extra={"room": room.name})
+        for key, sampler in self._down.items():
+            if down.get(key) is not sampler:  # ended or closed since the last tick
+                sampler.take_delta()
+                self._count_down(sampler)
         self._up, self._down = up, down
         for name in [n for n, r in self._rooms.items() if n not in self.node.rooms]:
             del self._rooms[name]
@@ -186,8 +191,7 @@ class QualityMonitor:
                     if sampler is None or sampler.downtrack is not downtrack:
                         sampler = DownSampler(downtrack, self.window_ticks)
                     stats = sampler.sample(now, dt)
-                    totals.bytes_out += sampler.delta[0]
-                    totals.packets_out += sampler.delta[1]
+                    self._count_down(sampler)
                     down[key] = sampler
                     downs.append(stats)
                     upstream = up_stats.get(downtrack.publication.id)
@@ -214,6 +218,14 @@ class QualityMonitor:
         if now - state.last_report >= self.settings.report_interval_s - 1e-6:
             state.last_report = now
             self._report(room, state, figures_by_id)
+
+    def _count_down(self, sampler: DownSampler) -> None:
+        octets, packets, frames = sampler.delta
+        totals = self.totals
+        totals.bytes_out += octets
+        totals.packets_out += packets
+        if sampler.downtrack.kind == "video":
+            totals.video_frames_out += frames
 
     def _member(self, participant: Participant) -> _Member:
         adaptation = None

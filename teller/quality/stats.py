@@ -176,7 +176,8 @@ class DownSampler:
         self._loss = _Window(window_ticks)
         self._octets = 0
         self._packets = 0
-        self.delta = (0, 0)  # this tick's octets and packets sent
+        self._frames = 0
+        self.delta = (0, 0, 0)  # this tick's octets, packets and frames sent
         self._report_at = 0.0
         self.loss_ewma = 0.0
 
@@ -194,8 +195,7 @@ class DownSampler:
             retransmits=d.retransmits,
             tier=d.tier,
         )
-        self.delta = (d.octets - self._octets, d.packets - self._packets)
-        self._octets, self._packets = d.octets, d.packets
+        self.take_delta()
         report = d.last_report
         if report is not None:
             out.loss = report.fraction_lost / 256
@@ -213,3 +213,11 @@ class DownSampler:
         if d.remb_bitrate and now - d.remb_at < 5.0:
             out.remb = d.remb_bitrate
         return out
+
+    def take_delta(self) -> tuple[int, int, int]:
+        """What was sent since the last call; also the last word on a downtrack that ended
+        between ticks, so the totals miss none of its packets."""
+        d = self.downtrack
+        self.delta = (d.octets - self._octets, d.packets - self._packets, d.frames - self._frames)
+        self._octets, self._packets, self._frames = d.octets, d.packets, d.frames
+        return self.delta

@@ -57,6 +57,7 @@ class DownTrack:
         self.closed = False
         self.packets = 0
         self.octets = 0
+        self.frames = 0  # marker bits: the end of each video frame sent
         self.retransmits = 0
         self.replayed = 0
         self.remb_bitrate = 0
@@ -172,6 +173,7 @@ class DownTrack:
         self._leg.send_rtp(out)
         self.packets += 1
         self.octets += len(pkt) - 12
+        self.frames += pkt[1] >> 7
 
     def _rewrite(self, pkt: bytes, out_seq: int, ts: int) -> bytes:
         rewriter = self._rewriter
