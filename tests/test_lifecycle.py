@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 from teller.client import RoomClient, TestPatternTrack, ToneTrack
-from teller.sfu.transport import PeerTransport
 from teller.sfu.track import Publication
+from teller.sfu.transport import MAX_DATAGRAM, PeerTransport
 
 from .conftest import Server, wait_until
 
@@ -99,3 +99,28 @@ async def test_room_close_frees_peer_connections(server: Server) -> None:
     for client in clients:
         await client.close()
     await wait_until(lambda: live(PeerTransport) == 0, timeout=5)
+
+
+async def test_server_sockets_read_datagrams_into_small_buffers(server: Server) -> None:
+    """asyncio's 256 KiB read buffer per datagram fragmented the heap under call churn."""
+    room = "buffers"
+    host = RoomClient(server.url, server.token(room, "agent", "host"))
+    guest = RoomClient(server.url, server.token(room, "customer", "guest"))
+    for client in (host, guest):
+        await client.connect()
+    await host.publish([ToneTrack(), TestPatternTrack(160, 120, 15)])
+    subscription = await guest.subscribe(host.participant_id)
+    await asyncio.wait_for(subscription.track("video").recv(), 5)
+    gc.collect()
+    transports = [o for o in gc.get_objects() if isinstance(o, PeerTransport)]
+    sizes = [
+        protocol.transport.max_size
+        for pt in transports
+        for dtls in pt._dtls_transports()
+        for protocol in dtls.transport._connection._protocols
+        if protocol.transport is not None
+    ]
+    assert len(transports) == 2 and sizes
+    assert max(sizes) <= MAX_DATAGRAM
+    for client in (guest, host):
+        await client.leave()
