@@ -189,6 +189,10 @@ class Watch:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._mesh is not None:
+            if self._pool is not None:
+                # A frame still queued for the mesh would run on a closed graph: MediaPipe
+                # then crashes the process (SIGSEGV), losing every figure printed so far.
+                await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
             self._mesh.close()
 
 

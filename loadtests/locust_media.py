@@ -65,6 +65,7 @@ from loadtests.media import (
     count_frames,
     encode_audio,
     encode_video,
+    frame_delivery,
 )
 from teller.client import ClientError, RoomClient
 
@@ -80,18 +81,14 @@ def emit(event: dict[str, Any]) -> None:
 
 
 def delivery(counter: FrameCounter | None) -> tuple[int, int, float | None]:
-    """(frames received, frames expected, ratio) over the subscription, as measure_window
-    in loadtests/media.py counts them: distinct RTP timestamps of complete frames against
-    the span of timestamps (90 kHz, 3000 a frame at 30 fps) between the first and last.
-    Timestamps are taken relative to the first frame's, so a wrap past 2**32 is no gap."""
+    """(frames received, frames expected, ratio) over the subscription, as every benchmark
+    counts them (loadtests/media.py, frame_delivery)."""
     if counter is None or not counter.frames:
         return 0, 0, None
-    base = counter.frames[0][1]
-    stamps = sorted({((ts - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000 for _, ts in counter.frames})
-    if len(stamps) < 2:
-        return len(stamps), len(stamps), None
-    expected = (stamps[-1] - stamps[0]) // 3000 + 1
-    return len(stamps), expected, min(1.0, len(stamps) / expected)
+    received, expected = frame_delivery(ts for _, ts in counter.frames)
+    if received < 2:
+        return received, received, None
+    return received, expected, min(1.0, received / expected)
 
 
 async def connected(transport: Any, what: str) -> None:

@@ -67,6 +67,27 @@ def test_soak_replaces_calls_and_reports_the_process(tmp_path: Path) -> None:
         assert window["frames_counted"] > 0
         assert window["rss_mb"] > 0 and window["fds"] > 0 and window["tasks"] > 0
         assert window["participants"] <= 4
+        if sys.platform == "linux":  # glibc's mallinfo2, read from /metrics
+            assert 0 < window["heap_in_use_mb"] <= window["heap_mb"]
     for key in ("rss_growth_percent", "fds_first", "fds_last", "tasks_first", "tasks_last",
-                "delivery_mean_first_half", "delivery_mean_second_half"):
+                "delivery_mean_first_half", "delivery_mean_second_half", "heap_in_use_growth_percent"):
         assert summary[key] is not None, key
+
+
+def test_a_window_across_an_rtp_timestamp_wrap_is_full_delivery() -> None:
+    """Soak windows once read 0.1 % for a subscriber whose timestamps wrapped past 2**32."""
+    sys.path.insert(0, str(ROOT))
+    from loadtests.bench_capacity import Generator
+    from loadtests.media import FrameCounter
+
+    generator = Generator.__new__(Generator)
+    generator.calls, generator.errors = {}, []
+    start = 0xFFFFFFFF - 3000 * 30 + 1
+    wrapping = FrameCounter(joined_at=0.0)
+    wrapping.frames = [(0.033 * i, (start + 3000 * i) & 0xFFFFFFFF) for i in range(60)]
+    lossy = FrameCounter(joined_at=0.0)
+    lossy.frames = [(0.033 * i, 1000 + 3000 * i) for i in range(60) if i % 6 != 0]  # 10 of 60 lost
+    generator.retired = [wrapping, lossy]
+    window = generator.window(0.0, 10.0)
+    assert window["ratios"] == [1.0, pytest.approx(50 / 59)]
+    assert window["frames"] == 110

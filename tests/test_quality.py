@@ -116,6 +116,8 @@ async def test_metrics_parse_and_move_as_media_flows(
     assert second["teller_downtracks{tier=full}"] == 2
     assert second["teller_tier_encoders"] == 0
     assert second["teller_stage_queue_depth"] == 0
+    assert 0 < second["teller_malloc_in_use_bytes"] <= second["teller_malloc_heap_bytes"]
+    assert second["teller_malloc_mmap_bytes"] >= 0
 
 
 async def test_metrics_token_and_quality_rest_refuse_outsiders_without_harming_a_call(

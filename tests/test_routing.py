@@ -385,6 +385,10 @@ async def test_closed_calls_are_forgotten_after_the_retention(store: StateStore,
     await router.cancel(old)
     clock.advance(3600)
     waiting = await customer(router, "waiting")
+    await store.append_event(old, {"type": "note"})
+    await store.append_event(waiting, {"type": "note"})
     clock.advance(86400)
     await router.tick()
     assert [c["call_id"] for c in await store.list_docs("call")] == [waiting]
+    assert await store.read_events(old) == []  # the call's timeline went with it
+    assert [e["type"] for e in await store.read_events(waiting)] == ["note"]

@@ -348,6 +348,28 @@ async def test_timeline_concurrent_appends_get_distinct_seqs(backend: Backend) -
     assert {e["i"]: e["seq"] for e in events} == dict(zip(range(40), seqs, strict=True))
 
 
+async def test_timeline_expiry(store: StateStore) -> None:
+    for sid in ("gone", "later", "kept"):
+        await store.append_event(sid, {"type": "x"})
+    await store.expire_events("gone", 0)
+    assert await store.read_events("gone") == []
+    await store.expire_events("never-written", 0)
+    await store.expire_events("never-written", 5)
+    assert await store.read_events("never-written") == []
+
+    await store.expire_events("later", 60)
+    await store.expire_events("later", 0.3)  # a later expiry replaces the earlier one
+    await store.append_event("later", {"type": "y"})  # and an append does not extend it
+    assert [e["seq"] for e in await store.read_events("later")] == [1, 2]
+
+    async def expired() -> bool:
+        return await store.read_events("later") == []
+
+    await eventually(expired)
+    assert [e["type"] for e in await store.read_events("kept")] == ["x"]
+    assert await store.append_event("gone", {"type": "again"}) == 1  # a new timeline starts at 1
+
+
 # -- sessions -----------------------------------------------------------------------------
 async def test_sessions(store: StateStore) -> None:
     assert await store.get_session("s") is None
@@ -584,6 +606,7 @@ def _every_call(store: StateStore) -> dict[str, Callable[[], Awaitable[Any]]]:
         "subscribe": lambda: store.subscribe("c"),
         "append_event": lambda: store.append_event("s", {"type": "x"}),
         "read_events": lambda: store.read_events("s"),
+        "expire_events": lambda: store.expire_events("s", 30),
         "put_session": lambda: store.put_session("s", {}, 30),
         "get_session": lambda: store.get_session("s"),
         "delete_session": lambda: store.delete_session("s"),

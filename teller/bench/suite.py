@@ -144,7 +144,7 @@ SUITE: tuple[BenchSpec, ...] = (
               ("--seconds", "15", "--repeat", "5"), ("--seconds", "3", "--repeat", "1", "--streams", "1"),
               timeout_s=900, about="liveness analysis per frame and per stream, time to decision"),
     BenchSpec("field", "loadtests/bench_field.py",
-              ("--seconds", "8", "--repeat", "5"), ("--seconds", "3", "--repeat", "2", "--drop-s", "5"),
+              ("--seconds", "8", "--repeat", "5"), ("--seconds", "3", "--repeat", "2", "--drop-s", "10"),
               timeout_s=900, quick_timeout_s=300, about="device recording, uploads, snapshots, link drop"),
 )
 

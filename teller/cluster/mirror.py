@@ -23,14 +23,16 @@ MAX_PENDING_EVENTS = 10000
 
 
 class StateMirror:
-    def __init__(self, node: Node, store: StateStore, node_url: str) -> None:
+    def __init__(self, node: Node, store: StateStore, node_url: str, *, timeline_retention_s: float = 600.0) -> None:
         self._node = node
+        self._retention_s = timeline_retention_s
         self._store = store
         self._url = node_url
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.behind = False  # a write failed; a full resync is due
-        self._events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_PENDING_EVENTS)
+        # (sid, event), or (sid, None): the session is over, its timeline may expire.
+        self._events: deque[tuple[str, dict[str, Any] | None]] = deque(maxlen=MAX_PENDING_EVENTS)
         self.events_dropped = 0
         node.listeners.append(self.mark)
         node.timeline_listeners.append(self.record_event)
@@ -44,6 +46,8 @@ class StateMirror:
         if len(self._events) == self._events.maxlen:
             self.events_dropped += 1
         self._events.append((room.sid, event))
+        if event.get("type") == "room_closed":  # not room_moved: the session goes on elsewhere
+            self._events.append((room.sid, None))
         self._kick()
 
     def _kick(self) -> None:
@@ -58,7 +62,9 @@ class StateMirror:
             else:
                 name = self._dirty.pop()
             try:
-                if name is None:
+                if name is None and event is None:
+                    await self._store.expire_events(sid, self._retention_s)
+                elif name is None:
                     await self._store.append_event(sid, event)
                 else:
                     await self._sync(name)

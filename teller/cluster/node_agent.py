@@ -35,7 +35,7 @@ class NodeAgent:
         self.store = store
         self.config = config
         self.url = url
-        self.mirror = StateMirror(node, store, url)
+        self.mirror = StateMirror(node, store, url, timeline_retention_s=config.state.timeline_retention_s)
         self._tasks: list[asyncio.Task[Any]] = []
         self._store_ok = True
         self.drained = asyncio.Event()

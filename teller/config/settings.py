@@ -107,6 +107,7 @@ class StateSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "teller"
     op_timeout_s: float = 1.0
+    timeline_retention_s: float = 600.0
 
 
 @dataclass

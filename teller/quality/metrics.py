@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import Unauthorized
 from ..sfu.node import Node
+from .heap import read_heap
 from .monitor import QualityMonitor
 
 LOSS_BUCKETS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.2, 0.5, 1.0)
@@ -94,6 +95,11 @@ class _NodeCollector:
         yield gauge("teller_stage_queue_drops", "Packets and frames stage queues dropped (of taps open now).", drops)
         yield gauge("teller_event_loop_tasks", "Asyncio tasks alive in this process (a leak shows as growth).", _task_count())
         yield gauge("teller_threads", "Threads of this process.", threading.active_count())
+        heap = read_heap()
+        if heap is not None:
+            yield gauge("teller_malloc_heap_bytes", "Bytes glibc's heap holds (main and thread arenas).", heap.heap_bytes)
+            yield gauge("teller_malloc_in_use_bytes", "Bytes allocated in glibc's heap; flat while the heap grows is fragmentation.", heap.in_use_bytes)
+            yield gauge("teller_malloc_mmap_bytes", "Bytes in large blocks glibc maps one by one.", heap.mmap_bytes)
         for name, (doc, value) in self.extra().items():
             yield gauge(name, doc, value)
 

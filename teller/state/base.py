@@ -138,6 +138,15 @@ class StateStore(abc.ABC):
     async def read_events(self, session_id: str, after: int = 0, limit: int = 1000) -> list[Record]:
         """Events with sequence > after, oldest first, each with its `seq`."""
 
+    @abc.abstractmethod
+    async def expire_events(self, session_id: str, ttl_s: float) -> None:
+        """Forgets the session's timeline ttl_s from now (at once when ttl_s <= 0).
+
+        A timeline is working state: once its session is over and what reads it has
+        (the recording keeps its own copy), it would only grow the store. A later
+        expiry replaces an earlier one; appends do not extend it.
+        """
+
     # -- sessions (resume) ---------------------------------------------------------------
     @abc.abstractmethod
     async def put_session(self, session_id: str, record: Record, ttl_s: float) -> None: ...

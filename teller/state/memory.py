@@ -74,6 +74,8 @@ class MemoryStore(StateStore):
         self._leases: dict[str, tuple[str, float]] = {}
         self._subscriptions: dict[str, set[QueueSubscription]] = {}
         self._timelines: dict[str, list[Record]] = {}
+        self._timeline_deadlines: dict[str, float] = {}
+        self._next_timeline_sweep = 0.0
         self._sessions: dict[str, _Expiring] = {}
         self._next_session_sweep = 0.0
         self._queues: dict[str, dict[str, _QueueItem]] = {}
@@ -204,8 +206,22 @@ class MemoryStore(StateStore):
                     del self._subscriptions[channel]
 
     # -- session timeline --------------------------------------------------------------
+    def _live_timeline(self, session_id: str, now: float) -> list[Record] | None:
+        deadline = self._timeline_deadlines.get(session_id)
+        if deadline is not None and now >= deadline:
+            del self._timeline_deadlines[session_id]
+            self._timelines.pop(session_id, None)
+        return self._timelines.get(session_id)
+
     async def append_event(self, session_id: str, event: Record) -> int:
-        timeline = self._timelines.setdefault(session_id, [])
+        now = time.monotonic()
+        if now >= self._next_timeline_sweep:
+            self._next_timeline_sweep = now + _SESSION_SWEEP_S
+            for sid in [s for s, at in self._timeline_deadlines.items() if now >= at]:
+                self._live_timeline(sid, now)
+        timeline = self._live_timeline(session_id, now)
+        if timeline is None:
+            timeline = self._timelines[session_id] = []
         stored = json_copy(event)
         stored.setdefault("ts", time.time())
         stored["seq"] = len(timeline) + 1
@@ -216,7 +232,16 @@ class MemoryStore(StateStore):
         if limit <= 0:
             return []
         after = max(after, 0)
-        return json_copy(self._timelines.get(session_id, [])[after : after + limit])
+        return json_copy((self._live_timeline(session_id, time.monotonic()) or [])[after : after + limit])
+
+    async def expire_events(self, session_id: str, ttl_s: float) -> None:
+        if session_id not in self._timelines:
+            return
+        if ttl_s <= 0:
+            del self._timelines[session_id]
+            self._timeline_deadlines.pop(session_id, None)
+        else:
+            self._timeline_deadlines[session_id] = time.monotonic() + ttl_s
 
     # -- sessions ------------------------------------------------------------------------
     async def put_session(self, session_id: str, record: Record, ttl_s: float) -> None:

@@ -532,6 +532,14 @@ class RedisStore(StateStore):
         values = await self._redis.lrange(self._key("timeline", session_id), after, after + limit - 1)
         return [json.loads(v) for v in values]
 
+    @_translated
+    async def expire_events(self, session_id: str, ttl_s: float) -> None:
+        key = self._key("timeline", session_id)
+        if ttl_s <= 0:
+            await self._redis.delete(key)
+        else:
+            await self._redis.pexpire(key, ttl_ms(ttl_s))
+
     # -- sessions ------------------------------------------------------------------------
     @_translated
     async def put_session(self, session_id: str, record: Record, ttl_s: float) -> None:

@@ -662,12 +662,13 @@ class Router:
         await self.dispatch()
 
     async def prune(self, now: float) -> int:
-        """Forgets closed calls older than `keep_closed_calls_days`; returns how many."""
+        """Forgets closed calls older than `keep_closed_calls_days`, and their timelines; returns how many."""
         horizon = now - self.settings.keep_closed_calls_days * 86400
         gone: list[str] = []
         for call in await self.store.list_docs(CALL):
             if call["state"] not in OPEN_CALL_STATES and (call.get("ended_at") or now) < horizon:
                 await self.store.update_doc(CALL, call["call_id"], lambda _current: None)
+                await self.store.expire_events(call["call_id"], 0)
                 gone.append(call["call_id"])
         for listener in self.on_prune:
             if gone:
