@@ -20,7 +20,7 @@ async def _types(store: MemoryStore, sid: str) -> list[str]:
 async def test_a_closed_rooms_timeline_expires_after_the_retention() -> None:
     node = Node(Config())
     store = MemoryStore()
-    StateMirror(node, store, "http://node.invalid", timeline_retention_s=0.5)
+    StateMirror(node, store, "http://node.invalid", timeline_retention_s=2.0)
     try:
         closing = await node.create_room("closing")
         staying = await node.create_room("staying")
